@@ -1,0 +1,24 @@
+"""The Celery app. Queues are declared in settings.FRESHET_QUEUES; routing is per task call."""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("freshet")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def warm_up(**kwargs) -> None:
+    """Load the embedding model when a worker process starts, not on its first document, so
+    the first change after a start is as fresh as the rest."""
+    if os.environ.get("FRESHET_WARM_UP", "1") == "1":
+        from ingestion.embedding import embedder
+
+        model = embedder()
+        model.encode(["warm up"])
+        model.tokenizer  # noqa: B018

@@ -1,0 +1,3 @@
+"""Websocket routes (the chat consumer joins here)."""
+
+websocket_urlpatterns: list = []

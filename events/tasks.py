@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from events.envelope import cloudevent_from_record
+from events.models import Event
+from events.subscriptions import subscriptions_all
+
+logger = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """A failure worth retrying: a service was down, a lock was held, a timeout."""
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(TransientError, ConnectionError, TimeoutError),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=None,
+)
+def event_deliver(self, event_id: str, handler: str) -> None:
+    """Deliver one recorded event to one subscribed handler (safe to run twice)."""
+    subscription = next((s for s in subscriptions_all() if s.handler == handler), None)
+    if subscription is None:
+        logger.warning("No subscription for handler %s; dropping event %s", handler, event_id)
+        return
+    try:
+        record = Event.objects.get(pk=event_id)
+    except Event.DoesNotExist:
+        logger.warning("Event %s is gone; nothing to deliver to %s", event_id, handler)
+        return
+    subscription.resolve()(cloudevent_from_record(record))

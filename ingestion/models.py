@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+
+
+class Source(models.Model):
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        URL = "url", "Web page"
+        FEED = "feed", "RSS/Atom feed"
+        FOLDER = "folder", "Folder"
+        PUSH = "push", "Pushed CloudEvents"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.UPLOAD)
+    config = models.JSONField(default=dict, blank=True, help_text="Connector settings (url, path, ...).")
+    schedule_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Re-sync every N minutes (url, feed, folder); empty for never."
+    )
+    public = models.BooleanField(default=True, help_text="Visible to every signed-in user.")
+    groups = models.ManyToManyField(
+        Group, blank=True, related_name="sources", help_text="Groups that may see a restricted source."
+    )
+    chunk_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per chunk; empty for the default."
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens shared by neighbouring chunks; empty for the default."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def chunking(self) -> tuple[int, int]:
+        size = self.chunk_size or settings.CHUNK_SIZE_TOKENS
+        overlap = self.chunk_overlap if self.chunk_overlap is not None else settings.CHUNK_OVERLAP_TOKENS
+        return size, min(overlap, size // 2)
+
+    def group_names(self) -> list[str]:
+        return sorted(group.name for group in self.groups.all())
+
+
+def document_upload_to(instance: Document, filename: str) -> str:
+    # The client's filename is never used as a path: content is stored under a generated name.
+    return f"documents/{uuid.uuid4().hex}"
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    external_id = models.CharField(max_length=1024, help_text="The document's id in its source.")
+    uri = models.CharField(max_length=2048, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    file = models.FileField(upload_to=document_upload_to, max_length=255, blank=True)
+    filename = models.CharField(max_length=255, blank=True, help_text="The name it was uploaded with.")
+    media_type = models.CharField(max_length=100, blank=True, help_text="Detected from the content.")
+    content_hash = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    text = models.TextField(blank=True, help_text="Extracted text, kept so chunks can be rebuilt.")
+    chunk_count = models.PositiveIntegerField(default=0)
+    indexed_fingerprint = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="document_unique_external_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.external_id
+
+    def fingerprint(self) -> str:
+        """What the index copy must match: content, title, uri and the source's chunking."""
+        size, overlap = self.source.chunking
+        raw = f"{self.content_hash}\n{self.title}\n{self.uri}\n{size}:{overlap}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Chunk(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, help_text="Deterministic: document id + ordinal.")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    token_count = models.PositiveIntegerField()
+    embedding_model = models.CharField(max_length=200)
+    version = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "ordinal"], name="chunk_unique_ordinal")
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @staticmethod
+    def make_id(document_id: int, ordinal: int) -> str:
+        return f"{document_id}-{ordinal}"

@@ -1,0 +1,253 @@
+"""The pipeline stages, each an event subscriber on its own queue (ingestion/subscriptions.py):
+
+    document.changed -> parse -> document.parsed -> chunk -> document.chunked -> embed
+    -> chunks.embedded -> index -> document.indexed        (or document.failed at any stage)
+
+Every stage takes the document id and version from the event, re-reads the row and drops the
+job quietly if the document is gone or has moved on to a newer version, so each is safe to run
+twice and a late task never overwrites newer content. Status changes are conditional UPDATEs
+(no model signal fires for them).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import redis
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from events.services import event_publish
+from events.tasks import TransientError
+from ingestion.chunking import chunks_split
+from ingestion.embedding import embedder
+from ingestion.models import Chunk, Document, Source
+from ingestion.parsers import ParseError, parse
+from ingestion.search_index import ChunkRecord, search_index
+
+logger = logging.getLogger(__name__)
+
+VECTORS_TTL_SECONDS = 24 * 3600
+TRANSIENT = (TransientError, ConnectionError, TimeoutError, redis.RedisError,
+             OperationalError, InterfaceError)
+
+
+class StaleJob(Exception):
+    """The document is gone or newer than this job: drop the job."""
+
+
+def _redis() -> redis.Redis:
+    return _redis_client()
+
+
+@functools.cache
+def _redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _data(event) -> dict[str, Any]:
+    data = event.get_data()
+    return data if isinstance(data, dict) else {}
+
+
+def _current(document_id: int, version: int) -> Document:
+    document = Document.objects.select_related("source").filter(pk=document_id).first()
+    if document is None or document.version != version:
+        raise StaleJob
+    return document
+
+
+def _publish(type: str, document: Document, version: int, **extra: Any) -> None:
+    event_publish(
+        type=type,
+        subject=f"documents/{document.pk}",
+        data={"document_id": document.pk, "source_id": document.source_id, "version": version, **extra},
+    )
+
+
+def document_fail(document: Document, version: int, *, stage: str, reason: str) -> None:
+    with transaction.atomic():
+        updated = Document.objects.filter(pk=document.pk, version=version).update(
+            status=Document.Status.FAILED, error=reason[:2000], updated_at=timezone.now()
+        )
+        if updated:
+            _publish("freshet.document.failed", document, version, stage=stage, reason=reason[:2000])
+
+
+def stage(name: str) -> Callable:
+    """Wrap a stage handler: stale jobs are dropped, transient errors retried by the delivery
+    task, and any other error fails the document with a reason instead of killing the worker."""
+
+    def decorate(handler: Callable[[Document, int, dict], None]) -> Callable:
+        @functools.wraps(handler)
+        def run(event) -> None:
+            data = _data(event)
+            try:
+                document_id, version = int(data["document_id"]), int(data["version"])
+            except (KeyError, TypeError, ValueError):
+                logger.error("Malformed %s event %s: %r", name, event.get_id(), data)
+                return
+            try:
+                document = _current(document_id, version)
+                handler(document, version, data)
+            except StaleJob:
+                logger.info("Dropping %s of document %s v%s: gone or superseded", name, document_id, version)
+            except ParseError as error:
+                document_fail(document, version, stage=name, reason=str(error))
+            except TRANSIENT:
+                raise
+            except DatabaseError:
+                raise
+            except Exception as error:
+                logger.exception("Stage %s failed for document %s v%s", name, document_id, version)
+                document_fail(document, version, stage=name,
+                              reason=f"Internal error while {name}: {type(error).__name__}: {error}")
+
+        return run
+
+    return decorate
+
+
+@stage("parsing")
+def document_parse(document: Document, version: int, data: dict) -> None:
+    if document.indexed_fingerprint and document.indexed_fingerprint == document.fingerprint():
+        # Same content, title, uri and chunking as what the index holds: no work to do.
+        Document.objects.filter(pk=document.pk, version=version).update(status=Document.Status.INDEXED)
+        _publish("freshet.document.unchanged", document, version)
+        return
+    claimed = Document.objects.filter(pk=document.pk, version=version).update(
+        status=Document.Status.PROCESSING, error=""
+    )
+    if not claimed:
+        raise StaleJob
+    if not document.file:
+        raise ParseError("The document has no stored content.")
+    try:
+        with document.file.open("rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        raise ParseError("The stored content of the document is missing.") from None
+    parsed = parse(content, document.filename or document.external_id)
+    fields: dict[str, Any] = {"text": parsed.text, "media_type": parsed.media_type}
+    if not document.title:
+        fields["title"] = (parsed.title or document.filename or document.external_id)[:500]
+    if not Document.objects.filter(pk=document.pk, version=version).update(**fields):
+        raise StaleJob
+    _publish("freshet.document.parsed", document, version, media_type=parsed.media_type,
+             characters=len(parsed.text))
+
+
+@stage("chunking")
+def document_chunk(document: Document, version: int, data: dict) -> None:
+    model = embedder()
+    size, overlap = document.source.chunking
+    pieces = chunks_split(document.text, embedder=model, size=size, overlap=overlap)
+    if not pieces:
+        raise ParseError("The document contains no text to index.")
+    rows = [
+        Chunk(id=Chunk.make_id(document.pk, p.ordinal), document=document, ordinal=p.ordinal,
+              text=p.text, token_count=p.token_count, embedding_model=model.name, version=version)
+        for p in pieces
+    ]
+    with transaction.atomic():
+        if not Document.objects.select_for_update().filter(pk=document.pk, version=version).exists():
+            raise StaleJob
+        Chunk.objects.filter(document=document, ordinal__gte=len(rows)).delete()
+        Chunk.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["id"],
+            update_fields=["text", "token_count", "embedding_model", "version", "ordinal"],
+        )
+        _publish("freshet.document.chunked", document, version, chunks=len(rows))
+
+
+def _chunks_of(document: Document, version: int) -> list[Chunk]:
+    chunks = list(Chunk.objects.filter(document=document).order_by("ordinal"))
+    if not chunks or any(chunk.version != version for chunk in chunks):
+        raise StaleJob  # a newer version re-chunked the document meanwhile
+    return chunks
+
+
+def _vectors_key(document_id: int, version: int) -> str:
+    return f"freshet:vectors:{document_id}:{version}"
+
+
+@stage("embedding")
+def document_embed(document: Document, version: int, data: dict) -> None:
+    chunks = _chunks_of(document, version)
+    model = embedder()
+    vectors = model.encode([chunk.text for chunk in chunks])
+    # Vectors live in the search index only; between the embed and index stages they wait in
+    # Redis (a claim check), so events stay small. If they expire, the index stage re-embeds.
+    key = _vectors_key(document.pk, version)
+    _redis().set(key, vectors.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
+    _publish("freshet.chunks.embedded", document, version, chunks=len(chunks),
+             model=model.name, dimension=int(vectors.shape[1]), vectors_key=key)
+
+
+@stage("indexing")
+def document_index(document: Document, version: int, data: dict) -> None:
+    chunks = _chunks_of(document, version)
+    model = embedder()
+    key = data.get("vectors_key") or _vectors_key(document.pk, version)
+    raw = _redis().get(key)
+    dimension = int(data.get("dimension") or 0)
+    if raw and dimension and len(raw) == 4 * dimension * len(chunks):
+        vectors = np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), dimension)
+    else:
+        logger.info("Vectors for document %s v%s missing; embedding again", document.pk, version)
+        vectors = model.encode([chunk.text for chunk in chunks])
+    source = document.source
+    groups = tuple(source.group_names())
+    records = [
+        ChunkRecord(
+            id=chunk.id, document_id=document.pk, source_id=source.pk, ordinal=chunk.ordinal,
+            version=version, title=document.title, text=chunk.text, uri=document.uri,
+            vector=vector.tolist(), public=source.public, groups=groups,
+        )
+        for chunk, vector in zip(chunks, vectors, strict=True)
+    ]
+    index = search_index()
+    index.ensure(dimension=int(vectors.shape[1]))
+    index.upsert_document(document_id=document.pk, version=version, chunks=records)
+    with transaction.atomic():
+        updated = Document.objects.filter(pk=document.pk, version=version).update(
+            status=Document.Status.INDEXED, error="", chunk_count=len(records),
+            indexed_at=timezone.now(), indexed_fingerprint=document.fingerprint(),
+        )
+        if not updated:
+            raise StaleJob
+        _publish("freshet.document.indexed", document, version, chunks=len(records))
+    _redis().delete(key)
+
+
+def document_unindex(event) -> None:
+    data = _data(event)
+    search_index().delete_document(int(data["document_id"]))
+    if data.get("file"):
+        from django.core.files.storage import default_storage
+
+        default_storage.delete(data["file"])
+
+
+def source_unindex(event) -> None:
+    search_index().delete_source(int(_data(event)["source_id"]))
+
+
+def source_sync_access(event) -> None:
+    """A source's access or chunking changed: rewrite the access fields of its chunks, and send
+    documents whose chunking no longer matches back through the pipeline."""
+    source = Source.objects.filter(pk=int(_data(event)["source_id"])).first()
+    if source is None:
+        return
+    search_index().set_source_access(source_id=source.pk, public=source.public, groups=source.group_names())
+    documents = source.documents.select_related("source").filter(status=Document.Status.INDEXED)
+    for document in documents.iterator():
+        if document.indexed_fingerprint != document.fingerprint():
+            from ingestion.services import document_reindex
+
+            document_reindex(document=document)

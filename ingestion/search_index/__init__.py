@@ -1,0 +1,32 @@
+"""The search index, chosen by settings: LanceDB by default, Elasticsearch when
+ELASTICSEARCH_URL is set. Built once per process."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.conf import settings
+
+from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+
+__all__ = ["AccessFilter", "ChunkRecord", "SearchHit", "SearchIndex", "search_index", "search_index_reset"]
+
+
+@cache
+def search_index() -> SearchIndex:
+    if settings.ELASTICSEARCH_URL:
+        from ingestion.search_index.elasticsearch_engine import ElasticsearchIndex
+
+        return ElasticsearchIndex(
+            url=settings.ELASTICSEARCH_URL,
+            alias=settings.ELASTICSEARCH_INDEX,
+            timeout=settings.ELASTICSEARCH_TIMEOUT,
+        )
+    from ingestion.search_index.lancedb_engine import LanceDBIndex
+
+    return LanceDBIndex(settings.SEARCH_INDEX_DIR)
+
+
+def search_index_reset() -> None:
+    """Forget the built engine (tests that switch settings)."""
+    search_index.cache_clear()

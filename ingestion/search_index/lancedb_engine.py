@@ -1,0 +1,261 @@
+"""The embedded engine: LanceDB files under var/, BM25 full-text index plus vector search."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lancedb
+import pyarrow as pa
+
+from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TABLE = "chunks"
+HIT_COLUMNS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback"]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def access_where(access: AccessFilter) -> str | None:
+    clauses = []
+    if not access.everything:
+        allowed = "public = true"
+        if access.groups:
+            allowed += f" OR array_has_any(groups, [{', '.join(_quote(g) for g in access.groups)}])"
+        clauses.append(f"({allowed})")
+    if access.source_ids is not None:
+        ids = ", ".join(str(int(i)) for i in access.source_ids) or "-1"
+        clauses.append(f"source_id IN ({ids})")
+    return " AND ".join(clauses) or None
+
+
+class LanceDBIndex(SearchIndex):
+    name = "lancedb"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._table = None
+        self._fts_ready = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _db(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Interval 0: every read sees the latest version written by any process (the worker
+        # writes, the web process searches).
+        return lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+
+    def _schema(self, dimension: int) -> pa.Schema:
+        return pa.schema([
+            ("id", pa.string()),
+            ("document_id", pa.int64()),
+            ("source_id", pa.int64()),
+            ("ordinal", pa.int32()),
+            ("version", pa.int64()),
+            ("title", pa.string()),
+            ("text", pa.string()),
+            ("body", pa.string()),  # title + text, what BM25 scores
+            ("uri", pa.string()),
+            ("public", pa.bool_()),
+            ("groups", pa.list_(pa.string())),
+            ("feedback", pa.float32()),
+            ("vector", pa.list_(pa.float32(), dimension)),
+        ])
+
+    def ensure(self, *, dimension: int) -> None:
+        with self._lock:
+            if self._table is None:
+                self._table = self._db().create_table(TABLE, schema=self._schema(dimension), exist_ok=True)
+
+    def _open(self):
+        if self._table is None:
+            with self._lock:
+                if self._table is None:
+                    try:
+                        self._table = self._db().open_table(TABLE)
+                    except ValueError:
+                        return None  # nothing indexed yet
+        return self._table
+
+    def _ensure_fts(self, table) -> None:
+        if self._fts_ready:
+            return
+        if not any(index.index_type == "FTS" for index in table.list_indices()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                table.create_fts_index("body", use_tantivy=False, replace=True)
+        self._fts_ready = True
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        """Retry a write that lost an optimistic-concurrency race with another process."""
+        for attempt in range(8):
+            try:
+                return action()
+            except (OSError, RuntimeError, ValueError) as error:
+                if "onflict" not in str(error) and "etry" not in str(error) or attempt == 7:
+                    raise
+                time.sleep(0.05 * (2 ** attempt))
+        raise AssertionError("unreachable")
+
+    # --- writes -----------------------------------------------------------------------------
+    def upsert_document(self, *, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
+        if chunks:
+            self.ensure(dimension=len(chunks[0].vector))
+        table = self._open()
+        if table is None:
+            return
+        doc = int(document_id)
+        held = table.search().where(f"document_id = {doc}").select(["version"]).limit(None).to_list()
+        if any(row["version"] > version for row in held):
+            logger.info("Index holds a newer version of document %s than %s; skipping", doc, version)
+            return
+        if chunks:
+            rows = [self._row(chunk) for chunk in chunks]
+            self._retry(lambda: (
+                table.merge_insert("id")
+                .when_matched_update_all(where="target.version <= source.version")
+                .when_not_matched_insert_all()
+                .execute(rows)
+            ))
+            self._ensure_fts(table)
+        version = int(version)
+        stale = f"document_id = {doc} AND (version < {version} OR (version = {version} AND ordinal >= {len(chunks)}))"
+        if any(row["version"] < version for row in held) or len(held) > len(chunks):
+            self._retry(lambda: table.delete(stale))
+
+    @staticmethod
+    def _row(chunk: ChunkRecord) -> dict[str, Any]:
+        return {
+            "id": chunk.id,
+            "document_id": chunk.document_id,
+            "source_id": chunk.source_id,
+            "ordinal": chunk.ordinal,
+            "version": chunk.version,
+            "title": chunk.title,
+            "text": chunk.text,
+            "body": f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text,
+            "uri": chunk.uri,
+            "public": chunk.public,
+            "groups": list(chunk.groups),
+            "feedback": float(chunk.feedback),
+            "vector": [float(x) for x in chunk.vector],
+        }
+
+    def delete_document(self, document_id: int) -> None:
+        table = self._open()
+        if table is not None:
+            self._retry(lambda: table.delete(f"document_id = {int(document_id)}"))
+
+    def delete_source(self, source_id: int) -> None:
+        table = self._open()
+        if table is not None:
+            self._retry(lambda: table.delete(f"source_id = {int(source_id)}"))
+
+    def set_source_access(self, *, source_id: int, public: bool, groups: Iterable[str]) -> None:
+        table = self._open()
+        if table is not None:
+            values = {"public": bool(public), "groups": sorted(set(groups))}
+            self._retry(lambda: table.update(where=f"source_id = {int(source_id)}", values=values))
+
+    def set_feedback(self, scores: dict[str, float]) -> None:
+        table = self._open()
+        if table is None or not scores:
+            return
+        # One merge writes every score in one table version, however many chunks changed.
+        rows = pa.table({
+            "id": pa.array(list(scores), pa.string()),
+            "feedback": pa.array([float(v) for v in scores.values()], pa.float32()),
+        })
+        self._retry(lambda: table.merge_insert("id").when_matched_update_all().execute(rows))
+
+    # --- reads ------------------------------------------------------------------------------
+    def _hits(self, rows: list[dict], score: Callable[[dict], float]) -> list[SearchHit]:
+        return [
+            SearchHit(
+                chunk_id=row["id"], document_id=row["document_id"], source_id=row["source_id"],
+                ordinal=row["ordinal"], title=row["title"], text=row["text"], uri=row["uri"],
+                score=score(row), feedback=float(row["feedback"] or 0.0),
+            )
+            for row in rows
+        ]
+
+    def bm25(self, text: str, *, k: int, access: AccessFilter) -> list[SearchHit]:
+        table = self._open()
+        if table is None or not text.strip():
+            return []
+        self._ensure_fts(table)
+        query = table.search(text, query_type="fts", fts_columns="body")
+        where = access_where(access)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
+        return self._hits(rows, lambda row: float(row["_score"]))
+
+    def knn(self, vector: list[float], *, k: int, access: AccessFilter) -> list[SearchHit]:
+        table = self._open()
+        if table is None:
+            return []
+        query = table.search(list(vector), vector_column_name="vector").distance_type("cosine")
+        where = access_where(access)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
+        return self._hits(rows, lambda row: 1.0 - float(row["_distance"]))
+
+    def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:
+        table = self._open()
+        if table is None:
+            return {}
+        query = table.search()
+        if document_id is not None:
+            query = query.where(f"document_id = {int(document_id)}")
+        rows = query.select(["id", "version"]).limit(None).to_list()
+        return {row["id"]: row["version"] for row in rows}
+
+    def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:
+        table = self._open()
+        if table is None or not ids:
+            return {}
+        where = f"id IN ({', '.join(_quote(i) for i in ids)})"
+        rows = table.search().where(where).limit(None).to_list()
+        return {
+            row["id"]: ChunkRecord(
+                id=row["id"], document_id=row["document_id"], source_id=row["source_id"],
+                ordinal=row["ordinal"], version=row["version"], title=row["title"],
+                text=row["text"], uri=row["uri"], vector=list(row["vector"]),
+                public=row["public"], groups=tuple(row["groups"] or ()),
+                feedback=float(row["feedback"] or 0.0),
+            )
+            for row in rows
+        }
+
+    def count(self) -> int:
+        table = self._open()
+        return 0 if table is None else table.count_rows()
+
+    def ping(self) -> None:
+        self._db().table_names()
+
+    def optimize(self) -> None:
+        table = self._open()
+        if table is not None:
+            table.optimize(cleanup_older_than=timedelta(minutes=10))
+
+    def drop(self) -> None:
+        with self._lock:
+            db = self._db()
+            if TABLE in db.table_names():
+                db.drop_table(TABLE)
+            self._table = None
+            self._fts_ready = False

@@ -1,0 +1,89 @@
+"""Shared fixtures: the real PostgreSQL (pytest-django's test database), Redis (db 15), and a
+real Celery worker process consuming every queue against that same database and var/ folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1,
+             message: str = "condition") -> object:
+    """Poll `predicate` until it returns something truthy, or fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+
+
+def _worker_env() -> dict[str, str]:
+    database = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": (
+            f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:"
+            f"{database['PORT'] or 5432}/{database['NAME']}"
+        ),
+        "REDIS_URL": settings.REDIS_URL,
+        "FRESHET_VAR_DIR": str(settings.VAR_DIR),
+        "ELASTICSEARCH_URL": settings.ELASTICSEARCH_URL,
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real `celery worker` process on every Freshet queue, stopped at the end of the session."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(settings.FRESHET_QUEUES),
+         "-c", "2", "-l", "info", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from config.celery_app import app
+
+    def ready():
+        if process.poll() is not None:
+            pytest.fail(f"Celery worker exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+        return app.control.ping(timeout=0.5)
+
+    wait_for(ready, timeout=120, message="the Celery worker to answer ping")
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture
+def worker(celery_worker, transactional_db):
+    """For end-to-end tests: the worker runs, and test data is committed so it can see it."""
+    if celery_worker.poll() is not None:
+        pytest.fail("The Celery worker died during an earlier test.")
+    return celery_worker
