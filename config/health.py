@@ -33,7 +33,8 @@ def _search_index() -> dict:
 
 
 def _workers() -> dict:
-    replies = celery_app.control.ping(timeout=1.0)
+    with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
+        replies = celery_app.control.ping(timeout=1.0, connection=connection)
     if not replies:
         raise RuntimeError("no Celery worker answered; start one (make run, or celery -A config worker)")
     return {"count": len(replies), "names": sorted(name for reply in replies for name in reply)}

@@ -113,6 +113,9 @@ LOGGING = {
 # --- Redis, Celery, Channels ----------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis key Freshet writes (queues, vector hand-offs) starts with this prefix, so several
+# deployments or test runs can share one Redis.
+REDIS_KEY_PREFIX = env_str("FRESHET_KEY_PREFIX", "freshet:")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -124,6 +127,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task not acknowledged within this time is redelivered (covers a worker killed mid-task).
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
+    "global_keyprefix": REDIS_KEY_PREFIX,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 FRESHET_QUEUES = ("parse", "chunk", "embed", "index", "feedback", "sync", "sinks")
@@ -132,7 +136,7 @@ FRESHET_QUEUES = ("parse", "chunk", "embed", "index", "feedback", "sync", "sinks
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}asgi"},
     }
 }
 

@@ -2,6 +2,12 @@
 
 import os
 import tempfile
+import uuid
+
+# Each test run gets its own Redis key prefix, test database and var/ folder, so runs (and the
+# worker process each one starts, which inherits this environment) never see each other's work.
+RUN_ID = os.environ.setdefault("FRESHET_TEST_RUN_ID", uuid.uuid4().hex[:10])
+os.environ.setdefault("FRESHET_KEY_PREFIX", f"freshet-test-{RUN_ID}:")
 
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
@@ -11,4 +17,5 @@ os.environ.setdefault("FRESHET_VAR_DIR", tempfile.mkdtemp(prefix="freshet-test-"
 
 from config.settings import *  # noqa: E402,F403
 
+DATABASES["default"]["TEST"] = {"NAME": f"test_freshet_{RUN_ID}"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -5,14 +5,13 @@ import logging
 from celery import shared_task
 
 from events.envelope import cloudevent_from_record
+from events.errors import TransientError
 from events.models import Event
 from events.subscriptions import subscriptions_all
 
+__all__ = ["TransientError", "event_deliver"]
+
 logger = logging.getLogger(__name__)
-
-
-class TransientError(Exception):
-    """A failure worth retrying: a service was down, a lock was held, a timeout."""
 
 
 @shared_task(

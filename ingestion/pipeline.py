@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from events.errors import TransientError
 from events.services import event_publish
-from events.tasks import TransientError
 from ingestion.chunking import chunks_split
 from ingestion.embedding import embedder
 from ingestion.models import Chunk, Document, Source
@@ -173,7 +173,7 @@ def _chunks_of(document: Document, version: int) -> list[Chunk]:
 
 
 def _vectors_key(document_id: int, version: int) -> str:
-    return f"freshet:vectors:{document_id}:{version}"
+    return f"{settings.REDIS_KEY_PREFIX}vectors:{document_id}:{version}"
 
 
 @stage("embedding")

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +31,11 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: 
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _clean_redis():
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+def _celery_configured():
+    """Load the Celery app's configuration once, before any test overrides settings."""
+    from config.celery_app import app
+
+    assert app.conf.broker_url
     yield
 
 

@@ -133,6 +133,11 @@ class LanceDBIndex(SearchIndex):
         stale = f"document_id = {doc} AND (version < {version} OR (version = {version} AND ordinal >= {len(chunks)}))"
         if any(row["version"] < version for row in held) or len(held) > len(chunks):
             self._retry(lambda: table.delete(stale))
+        # A newer version may have been written between the check above and the merge: then
+        # whatever this write inserted is stale and goes.
+        newer = table.search().where(f"document_id = {doc} AND version > {version}").select(["id"]).limit(1).to_list()
+        if newer:
+            self._retry(lambda: table.delete(f"document_id = {doc} AND version <= {version}"))
 
     @staticmethod
     def _row(chunk: ChunkRecord) -> dict[str, Any]:
@@ -165,8 +170,14 @@ class LanceDBIndex(SearchIndex):
     def set_source_access(self, *, source_id: int, public: bool, groups: Iterable[str]) -> None:
         table = self._open()
         if table is not None:
-            values = {"public": bool(public), "groups": sorted(set(groups))}
-            self._retry(lambda: table.update(where=f"source_id = {int(source_id)}", values=values))
+            names = sorted(set(groups))
+            # An empty list literal has no type for LanceDB to cast, so SQL spells that case.
+            groups_sql = (
+                "[" + ", ".join(_quote(name) for name in names) + "]" if names
+                else "arrow_cast(make_array(), 'List(Utf8)')"
+            )
+            updates = {"public": "true" if public else "false", "groups": groups_sql}
+            self._retry(lambda: table.update(where=f"source_id = {int(source_id)}", values_sql=updates))
 
     def set_feedback(self, scores: dict[str, float]) -> None:
         table = self._open()
@@ -245,7 +256,7 @@ class LanceDBIndex(SearchIndex):
         return 0 if table is None else table.count_rows()
 
     def ping(self) -> None:
-        self._db().table_names()
+        self._db().list_tables()
 
     def optimize(self) -> None:
         table = self._open()
@@ -255,7 +266,7 @@ class LanceDBIndex(SearchIndex):
     def drop(self) -> None:
         with self._lock:
             db = self._db()
-            if TABLE in db.table_names():
+            if TABLE in db.list_tables().tables:
                 db.drop_table(TABLE)
             self._table = None
             self._fts_ready = False

@@ -1,0 +1,59 @@
+# Freshet: `make run` runs the platform on its embedded defaults, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+LLM ?=
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint bench-freshness bench-throughput bench system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall only when a requirements file changes.
+$(VENV)/.installed-dev: $(BIN)/python requirements.txt requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.installed: $(BIN)/python requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+var/secret_key:
+	mkdir -p var
+	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+# Debian packages the tests need (Chromium for the browser tests).
+system-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+run: $(VENV)/.installed var/secret_key
+	@$(BIN)/python -c "import os, redis; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=2).ping()" 2>/dev/null || { \
+	  echo "Redis does not answer at $(REDIS_URL)."; \
+	  echo "Start one:  redis-server --daemonize yes --port 6379   (or set REDIS_URL to yours)"; exit 1; }
+	@export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat var/secret_key)}" && \
+	  $(BIN)/python manage.py migrate --noinput -v0 && \
+	  $(BIN)/python manage.py collectstatic --noinput -v0 && \
+	  $(BIN)/python manage.py ensure_admin && \
+	  echo "Freshet on http://127.0.0.1:$(PORT)/  (admin: /admin/, health: /api/health/)  Ctrl-C stops it." && \
+	  PORT=$(PORT) exec $(BIN)/honcho -f platform/Procfile$(if $(filter local,$(LLM)),.llm,) -d . start
+
+test: $(VENV)/.installed-dev system-deps
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+bench-freshness: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/freshness.py
+
+bench-throughput: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/throughput.py
+
+bench: bench-freshness bench-throughput
+
+clean:
+	rm -rf var staticfiles .pytest_cache
