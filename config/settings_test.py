@@ -19,3 +19,5 @@ from config.settings import *  # noqa: E402,F403
 
 DATABASES["default"]["TEST"] = {"NAME": f"test_freshet_{RUN_ID}"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STATIC_ROOT = VAR_DIR / "static"  # noqa: F405
+STATIC_ROOT.mkdir(exist_ok=True)

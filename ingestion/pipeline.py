@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -162,6 +163,8 @@ def document_chunk(document: Document, version: int, data: dict) -> None:
             rows, update_conflicts=True, unique_fields=["id"],
             update_fields=["text", "token_count", "embedding_model", "version", "ordinal"],
         )
+        member = f"{document.pk}:{version}"
+        transaction.on_commit(lambda: _redis().zadd(_embed_pending_key(), {member: time.time()}))
         _publish("freshet.document.chunked", document, version, chunks=len(rows))
 
 
@@ -176,17 +179,79 @@ def _vectors_key(document_id: int, version: int) -> str:
     return f"{settings.REDIS_KEY_PREFIX}vectors:{document_id}:{version}"
 
 
+def _embed_pending_key() -> str:
+    return f"{settings.REDIS_KEY_PREFIX}embed:pending"
+
+
+def _embed_claim_key(member: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}embed:claim:{member}"
+
+
+EMBED_CLAIM_SECONDS = 120
+
+
 @stage("embedding")
 def document_embed(document: Document, version: int, data: dict) -> None:
-    chunks = _chunks_of(document, version)
-    model = embedder()
-    vectors = model.encode([chunk.text for chunk in chunks])
-    # Vectors live in the search index only; between the embed and index stages they wait in
-    # Redis (a claim check), so events stay small. If they expire, the index stage re-embeds.
-    key = _vectors_key(document.pk, version)
-    _redis().set(key, vectors.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
-    _publish("freshet.chunks.embedded", document, version, chunks=len(chunks),
-             model=model.name, dimension=int(vectors.shape[1]), vectors_key=key)
+    """Embed this document's chunks, together with those of other documents waiting for the
+    same stage: one model call for many small documents is what keeps a busy pipeline close
+    to the bare model's speed, while an idle one still embeds a lone document at once.
+
+    Documents waiting are members "id:version" of a Redis sorted set (added by the chunk
+    stage). Each is claimed with SET NX before it joins a batch; a task whose document is
+    claimed by another batch retries shortly (transient), and finds its vectors there. If a
+    batch dies, its claims expire and every document's own task embeds it: nothing is lost.
+    """
+    r = _redis()
+    member = f"{document.pk}:{version}"
+    r.zrem(_embed_pending_key(), member)
+    if r.exists(_vectors_key(document.pk, version)):
+        return  # embedded in another task's batch
+    if not r.set(_embed_claim_key(member), "1", nx=True, ex=EMBED_CLAIM_SECONDS):
+        raise TransientError(f"document {member} is being embedded in another batch")
+    claimed = [member]
+    try:
+        batch = [(document, version, _chunks_of(document, version))]
+        budget = settings.EMBEDDING_BATCH_SIZE - len(batch[0][2])
+        while budget > 0:
+            popped = r.zpopmin(_embed_pending_key(), count=4)
+            if not popped:
+                break
+            for raw, _score in popped:
+                other = raw.decode()
+                if not r.set(_embed_claim_key(other), "1", nx=True, ex=EMBED_CLAIM_SECONDS):
+                    continue
+                claimed.append(other)
+                other_id, other_version = (int(part) for part in other.split(":"))
+                try:
+                    other_document = _current(other_id, other_version)
+                    other_chunks = _chunks_of(other_document, other_version)
+                except StaleJob:
+                    continue
+                batch.append((other_document, other_version, other_chunks))
+                budget -= len(other_chunks)
+        model = embedder()
+        try:
+            vectors = model.encode([chunk.text for _, _, chunks in batch for chunk in chunks])
+        except Exception:
+            if len(batch) == 1:
+                raise
+            # Another document may be what broke the batch: this task answers for its own one
+            # only, and the others' own tasks embed them (their claims are released below).
+            logger.exception("Batch embedding failed; embedding document %s alone", member)
+            batch = batch[:1]
+            vectors = model.encode([chunk.text for chunk in batch[0][2]])
+        # Vectors live in the search index only; between the embed and index stages they wait in
+        # Redis (a claim check), so events stay small. If they expire, the index stage re-embeds.
+        offset = 0
+        for batch_document, batch_version, chunks in batch:
+            own = vectors[offset:offset + len(chunks)]
+            offset += len(chunks)
+            key = _vectors_key(batch_document.pk, batch_version)
+            r.set(key, own.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
+            _publish("freshet.chunks.embedded", batch_document, batch_version, chunks=len(chunks),
+                     model=model.name, dimension=int(own.shape[1]), vectors_key=key, batch=len(batch))
+    finally:
+        r.delete(*(_embed_claim_key(m) for m in claimed))
 
 
 @stage("indexing")

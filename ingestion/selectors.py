@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from ingestion.models import Document, Source
+from ingestion.models import Chunk, Document, Source
 from ingestion.search_index import AccessFilter
 
 
@@ -29,3 +29,44 @@ def sources_visible_to(user) -> QuerySet[Source]:
 
 def documents_visible_to(user) -> QuerySet[Document]:
     return Document.objects.filter(source__in=sources_visible_to(user))
+
+
+# --- REST API reads -------------------------------------------------------------------------
+# Each takes the caller and applies their access: a row the caller may not see is reported as
+# missing (None), never as forbidden, so ids leak nothing.
+
+
+def source_list(*, user) -> QuerySet[Source]:
+    """Sources visible to `user`, with their document counts by status (count_<status>)."""
+    counts = {
+        f"count_{status}": Count("documents", filter=Q(documents__status=status))
+        for status in Document.Status.values
+    }
+    # Filter by id (not by joining groups) so the group join cannot multiply the counts.
+    return (
+        Source.objects.filter(pk__in=sources_visible_to(user).values("pk"))
+        .annotate(**counts)
+        .prefetch_related("groups")
+        .order_by("name", "pk")
+    )
+
+
+def source_get(*, user, source_id: int) -> Source | None:
+    return source_list(user=user).filter(pk=source_id).first()
+
+
+def document_list(*, user, source_id: int | None = None, status: str | None = None) -> QuerySet[Document]:
+    documents = documents_visible_to(user)
+    if source_id is not None:
+        documents = documents.filter(source_id=source_id)
+    if status:
+        documents = documents.filter(status=status)
+    return documents.order_by("-updated_at", "-pk")
+
+
+def document_get(*, user, document_id: int) -> Document | None:
+    return documents_visible_to(user).select_related("source").filter(pk=document_id).first()
+
+
+def chunks_for_document(*, document: Document) -> QuerySet[Chunk]:
+    return Chunk.objects.filter(document=document).order_by("ordinal")

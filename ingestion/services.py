@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.db import transaction
 
@@ -90,3 +91,49 @@ def document_delete(*, document: Document) -> None:
 
 def source_delete(*, source: Source) -> None:
     source.delete()
+
+
+# --- Sources through the REST API -----------------------------------------------------------
+# Saving a source publishes `freshet.source.changed` (signal); its subscriber rewrites the
+# access fields of the source's chunks and re-chunks documents whose chunking changed.
+
+
+@transaction.atomic
+def source_create(
+    *,
+    name: str,
+    kind: str = Source.Kind.UPLOAD,
+    config: dict | None = None,
+    public: bool = True,
+    groups: list[Group] | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    schedule_minutes: int | None = None,
+) -> Source:
+    source = Source.objects.create(
+        name=name, kind=kind, config=config or {}, public=public, chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap, schedule_minutes=schedule_minutes,
+    )
+    if groups:
+        source.groups.set(groups)
+    return source
+
+
+SOURCE_UPDATABLE_FIELDS = ("name", "kind", "config", "public", "chunk_size", "chunk_overlap", "schedule_minutes")
+
+
+@transaction.atomic
+def source_update(*, source: Source, groups: list[Group] | None = None, **changes: object) -> Source:
+    """Change the given fields of `source` (any of SOURCE_UPDATABLE_FIELDS) and, when `groups` is
+    not None, replace its groups. Nothing is saved when nothing changed."""
+    unknown = set(changes) - set(SOURCE_UPDATABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"source_update got fields it cannot change: {sorted(unknown)}")
+    changed = [field for field, value in changes.items() if getattr(source, field) != value]
+    for field in changed:
+        setattr(source, field, changes[field])
+    if changed:
+        source.save(update_fields=changed)
+    if groups is not None and {g.pk for g in groups} != set(source.groups.values_list("pk", flat=True)):
+        source.groups.set(groups)
+    return source
