@@ -11,6 +11,7 @@ worker in a scratch folder instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import string
 import time
@@ -40,8 +41,6 @@ def main() -> None:
     from config.celery_app import app
     from ingestion.search_index import AccessFilter
     from ingestion.services import document_ingest, source_get_or_create
-
-    import contextlib
     stack = worker(env) if args.isolated else contextlib.nullcontext()
     with stack:
         if not args.isolated and not app.control.ping(timeout=1.0):
