@@ -1,3 +1,5 @@
 """Websocket routes (the chat consumer joins here)."""
 
-websocket_urlpatterns: list = []
+from chat.routing import websocket_urlpatterns as chat_websocket_urlpatterns
+
+websocket_urlpatterns: list = [*chat_websocket_urlpatterns]

@@ -245,3 +245,50 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "sync"},
     },
 }
+
+# --- Generation limits, chat ----------------------------------------------------------------
+# https://huggingface.co/docs/huggingface_hub/package_reference/inference_client
+if LLM_BASE_URL and not LLM_MODEL:
+    raise ImproperlyConfigured("LLM_MODEL is required when LLM_BASE_URL is set (the model name the server serves).")
+LLM_TIMEOUT = env_float("LLM_TIMEOUT", 30.0)  # seconds to connect, and to wait for each streamed token
+LLM_TOTAL_TIMEOUT = env_float("LLM_TOTAL_TIMEOUT", 180.0)  # seconds for a whole answer
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 384, minimum=16)  # tokens the model may write
+LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 2048, minimum=256)  # the server's context window
+LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.1)
+
+# https://docs.djangoproject.com/en/5.2/ref/settings/#login-url
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/chat/"
+LOGOUT_REDIRECT_URL = "login"
+CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # anonymous chat, public sources only
+CHAT_MAX_QUESTION_CHARS = env_int("CHAT_MAX_QUESTION_CHARS", 2000, minimum=1)
+CHAT_MAX_MESSAGE_BYTES = env_int("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=256)  # one websocket frame
+CHAT_PASSAGES = env_int("CHAT_PASSAGES", 5, minimum=1)  # retrieved passages given to the answer
+CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 3, minimum=0)  # earlier turns sent to the model
+CHAT_EXTRACTIVE_SENTENCES = env_int("CHAT_EXTRACTIVE_SENTENCES", 3, minimum=1)
+REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})["chat"] = _throttle_rate("THROTTLE_CHAT", "30/min")
+
+# --- Feedback (feedback/) ---------------------------------------------------------------------
+# How votes become each chunk's feedback score in the search index (a smoothed, decaying score in
+# (-1, 1)) and what the feedback consumer may do; defaults chosen on SciFact's train split (README,
+# "Feedback"). Retrieval's boost for that score is SEARCH_FEEDBACK_WEIGHT above.
+FEEDBACK_PRIOR = env_float("FEEDBACK_PRIOR", 1.0)  # pseudo-votes at 0: one vote moves a chunk 1/(1+prior)
+if FEEDBACK_PRIOR <= 0:
+    raise ImproperlyConfigured("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
+FEEDBACK_HALF_LIFE_DAYS = env_float("FEEDBACK_HALF_LIFE_DAYS", 90.0)  # a vote's weight halves every N days
+if FEEDBACK_HALF_LIFE_DAYS <= 0:
+    raise ImproperlyConfigured("FEEDBACK_HALF_LIFE_DAYS must be above 0.")
+FEEDBACK_FLUSH_SECONDS = env_float("FEEDBACK_FLUSH_SECONDS", 0.5)  # votes in one window: one index write
+if FEEDBACK_FLUSH_SECONDS < 0:
+    raise ImproperlyConfigured("FEEDBACK_FLUSH_SECONDS must not be negative.")
+FEEDBACK_USER_VOTES_PER_HOUR = env_int("FEEDBACK_USER_VOTES_PER_HOUR", 60, minimum=1)  # more are kept, not counted
+FEEDBACK_INCOMPLETE_USERS = env_int("FEEDBACK_INCOMPLETE_USERS", 3, minimum=1)  # users saying "incomplete"
+FEEDBACK_REFETCH_COOLDOWN_SECONDS = env_int("FEEDBACK_REFETCH_COOLDOWN_SECONDS", 600, minimum=0)
+FEEDBACK_REFETCH_TIMEOUT = env_float("FEEDBACK_REFETCH_TIMEOUT", 10.0)  # seconds, per connect and per read
+FEEDBACK_REFRESH_SECONDS = env_int("FEEDBACK_REFRESH_SECONDS", 6 * 3600, minimum=60)  # re-decay every score
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["feedback"] = _throttle_rate("THROTTLE_FEEDBACK", "120/min")
+CELERY_BEAT_SCHEDULE["feedback-refresh"] = {
+    "task": "feedback.tasks.feedback_refresh",
+    "schedule": FEEDBACK_REFRESH_SECONDS,
+    "options": {"queue": "feedback"},
+}

@@ -1,0 +1,90 @@
+"""POST /api/chat/: ask a question, get the answer with its citations in one response (the same
+services as the chat socket, without streaming)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat.generation import GenerationError
+from chat.models import Message
+from chat.selectors import Asker
+from chat.services import ChatError, answer_ask
+from ingestion.serializers import ErrorSerializer
+
+
+class QuestionRefused(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid"
+
+
+class QuestionInputSerializer(serializers.Serializer):
+    # The length limit (CHAT_MAX_QUESTION_CHARS) is checked by the service, read at call time.
+    question = serializers.CharField(trim_whitespace=True, help_text="What to ask.")
+    conversation = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="Continue this conversation of yours; leave out or null to start a new one.",
+    )
+
+
+class CitationOutputSerializer(serializers.Serializer):
+    n = serializers.IntegerField(help_text="The number the answer cites it by: [n].")
+    chunk_id = serializers.CharField()
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    uri = serializers.CharField()
+    text = serializers.CharField(help_text="The passage, as it was when the answer was made.")
+
+
+class AnswerOutputSerializer(serializers.ModelSerializer):
+    message_id = serializers.IntegerField(source="pk")
+    conversation = serializers.IntegerField(source="conversation_id")
+    text = serializers.CharField(source="answer")
+    citations = CitationOutputSerializer(many=True)
+    model = serializers.CharField(source="model_name")
+    notice = serializers.SerializerMethodField(help_text="Why the answer quotes documents instead of the model.")
+
+    class Meta:
+        model = Message
+        fields = ["message_id", "conversation", "question", "text", "citations", "citations_inferred", "mode",
+                  "model", "notice", "stale", "retrieval_ms", "first_token_ms", "total_ms"]
+
+    def get_notice(self, message: Message) -> str:
+        return message.error if message.status == Message.Status.COMPLETE else ""
+
+
+class ChatApi(APIView):
+    throttle_scope = "chat"
+
+    @extend_schema(
+        request=QuestionInputSerializer,
+        responses={
+            200: AnswerOutputSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="An empty or too long question."),
+            401: OpenApiResponse(ErrorSerializer, description="Send 'Authorization: Token <key>' or sign in."),
+            404: OpenApiResponse(ErrorSerializer, description="No such conversation among yours."),
+            429: OpenApiResponse(ErrorSerializer, description="Too many questions; wait Retry-After seconds."),
+            502: OpenApiResponse(ErrorSerializer, description="The language model broke off mid-answer."),
+        },
+        summary="Ask a question over your sources",
+        description="Retrieves the passages you may see, answers from them and cites them as [n]. "
+                    "With no language model configured the answer quotes the best sentences.",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = QuestionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        session_key = request.session.session_key if hasattr(request, "session") else ""
+        try:
+            message = answer_ask(asker=Asker(user=request.user, session_key=session_key or ""),
+                                 question=serializer.validated_data["question"],
+                                 conversation_id=serializer.validated_data.get("conversation"))
+        except ChatError as error:
+            if error.status == 404:
+                raise exceptions.NotFound(error.detail) from error
+            raise QuestionRefused(error.detail) from error
+        except GenerationError as error:
+            return Response({"detail": error.detail}, status=status.HTTP_502_BAD_GATEWAY)
+        return Response(AnswerOutputSerializer(message).data)

@@ -1,0 +1,9 @@
+"""Websocket routes of the chat (mounted by config/routing.py)."""
+
+from django.urls import path
+
+from chat.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]
