@@ -14,12 +14,17 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Reinstall only when a requirements file changes.
-$(VENV)/.installed-dev: $(BIN)/python requirements.txt requirements-dev.txt
+$(VENV)/.installed-dev: $(BIN)/python requirements.txt requirements-dev.txt requirements-llm.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 $(VENV)/.installed: $(BIN)/python requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+# The local model server (llama-cpp-python compiles llama.cpp once; pip caches the wheel).
+$(VENV)/.installed-llm: $(BIN)/python requirements-llm.txt
+	$(BIN)/pip install --quiet -r requirements-llm.txt
 	touch $@
 
 var/secret_key:
@@ -30,6 +35,13 @@ var/secret_key:
 system-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# `make run LLM=local` also serves SmolLM2-135M-Instruct on 127.0.0.1:8080 for generated answers.
+ifeq ($(LLM),local)
+run: $(VENV)/.installed-llm
+export LLM_BASE_URL ?= http://127.0.0.1:8080/v1
+export LLM_MODEL ?= smollm2
+endif
+
 run: $(VENV)/.installed var/secret_key
 	@$(BIN)/python -c "import os, redis; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=2).ping()" 2>/dev/null || { \
 	  echo "Redis does not answer at $(REDIS_URL)."; \
@@ -38,7 +50,7 @@ run: $(VENV)/.installed var/secret_key
 	  $(BIN)/python manage.py migrate --noinput -v0 && \
 	  $(BIN)/python manage.py collectstatic --noinput -v0 && \
 	  $(BIN)/python manage.py ensure_admin && \
-	  echo "Freshet on http://127.0.0.1:$(PORT)/  (admin: /admin/, health: /api/health/)  Ctrl-C stops it." && \
+	  echo "Freshet on http://127.0.0.1:$(PORT)/  (chat: /chat/, admin: /admin/, API: /api/docs/)  Ctrl-C stops it." && \
 	  PORT=$(PORT) exec $(BIN)/honcho -f platform/Procfile$(if $(filter local,$(LLM)),.llm,) -d . start
 
 test: $(VENV)/.installed-dev system-deps

@@ -14,6 +14,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from config.routing import websocket_urlpatterns  # noqa: E402
 from ingestion.uploads import UploadBodyLimitMiddleware  # noqa: E402
 
+if os.environ.get("FRESHET_WARM_UP", "1") == "1":
+    import threading
+
+    from ingestion.embedding import embedder
+
+    # Load the embedding model while the server starts, not on the first question.
+    threading.Thread(target=lambda: embedder().encode(["warm up"]), name="warm-up", daemon=True).start()
+
 application = ProtocolTypeRouter(
     {
         # Upload bodies over their size limit are refused while they stream in (ingestion/uploads.py).

@@ -9,7 +9,7 @@ from config.health import health
 handler404 = "config.exceptions.api_not_found"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(url="/chat/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/health/", health, name="health"),
     # The API description is public (it holds no data); Swagger UI's assets are served locally.
