@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from pathlib import Path
 
-from _stack import django_setup, worker
+from _stack import django_setup, percentile, worker
 
 DATASET = Path("/work/shared/datasets/scifact")
 SOURCE_NAME = "feedback-replay"
@@ -85,23 +86,264 @@ def corpus_index(dataset, *, timeout: float):
     return source
 
 
+# --- Measuring ----------------------------------------------------------------------------------
+def evaluation_access(source):
+    from ingestion.search_index import AccessFilter
+
+    return AccessFilter(everything=True, source_ids=(source.pk,))
+
+
+def candidates(queries: dict[str, str], *, source) -> dict[str, list]:
+    """Every fused candidate of each query, unboosted and uncut: `retrieve`'s own steps (both
+    lists `candidates` deep, fused), so the head of each list is exactly what `retrieve` returns
+    before feedback, and the tail is what the boost can lift when tuning."""
+    from dataclasses import replace
+
+    from chat.retrieval import default_fusion, fuse
+    from ingestion.embedding import embedder
+    from ingestion.search_index import search_index
+
+    fusion = replace(default_fusion(), feedback_weight=0.0)
+    index, access, model = search_index(), evaluation_access(source), embedder()
+    found = {}
+    for qid, text in queries.items():
+        vector = model.encode([text.strip()])[0].tolist()
+        found[qid] = fuse({"bm25": index.bm25(text.strip(), k=fusion.candidates, access=access),
+                           "knn": index.knn(vector, k=fusion.candidates, access=access)}, fusion=fusion)
+    return found
+
+
+def rankings_of(hits_by_query: dict[str, list], external: dict[int, str]) -> dict[str, list[str]]:
+    from chat.evaluation import documents_ranked
+
+    return {qid: documents_ranked(external[h.document_id] for h in hits if h.document_id in external)
+            for qid, hits in hits_by_query.items()}
+
+
+def ndcg(rankings: dict[str, list[str]], qrels) -> float:
+    from chat.evaluation import ndcg_at
+
+    return sum(ndcg_at(ranked, qrels.get(qid, {}), 10) for qid, ranked in rankings.items()) / max(1, len(rankings))
+
+
+def retrieved_now(queries: dict[str, str], *, source) -> dict[str, list]:
+    """The top 30 chunks (at least 10 documents) as users get them now: `retrieve` with the
+    configured fusion and feedback boost."""
+    from chat.retrieval import retrieve
+
+    return {qid: retrieve(text, access=evaluation_access(source), k=30) for qid, text in queries.items()}
+
+
+# --- Tuning on train only ----------------------------------------------------------------------
+def simulated_votes(hits_by_query: dict[str, list], qrels, external: dict[int, str]) -> dict[str, list[int]]:
+    """chunk id -> the ratings a user per query gives it, judging the top SHOWN chunks."""
+    votes: dict[str, list[int]] = {}
+    for qid, hits in hits_by_query.items():
+        judged = qrels.get(qid, {})
+        for hit in hits[:SHOWN]:
+            rating = 1 if judged.get(external.get(hit.document_id, ""), 0) > 0 else -1
+            votes.setdefault(hit.chunk_id, []).append(rating)
+    return votes
+
+
+def reranked(hits_by_query: dict[str, list], scores: dict[str, float], weight: float) -> dict[str, list]:
+    from dataclasses import replace
+
+    from chat.retrieval import apply_feedback
+
+    return {qid: apply_feedback([replace(h, feedback=scores.get(h.chunk_id, 0.0)) for h in hits], weight=weight)
+            for qid, hits in hits_by_query.items()}
+
+
+def tune(train_hits: dict[str, list], qrels, external: dict[int, str]) -> None:
+    """Grid over the smoothing prior and the boost weight: votes from half of the train queries,
+    the gain measured on that half (seen) and the change on the other half (unseen)."""
+    ids = sorted(train_hits)
+    random.Random(7).shuffle(ids)
+    seen_ids, unseen_ids = set(ids[: len(ids) // 2]), set(ids[len(ids) // 2:])
+    seen = {q: train_hits[q] for q in seen_ids}
+    unseen = {q: train_hits[q] for q in unseen_ids}
+    votes = simulated_votes(seen, qrels, external)
+    base_seen = ndcg(rankings_of(seen, external), qrels)
+    base_unseen = ndcg(rankings_of(unseen, external), qrels)
+    print(f"tuning: {len(seen)} seen / {len(unseen)} unseen train queries, {sum(map(len, votes.values()))} votes; "
+          f"nDCG@10 before {base_seen:.4f} / {base_unseen:.4f}")
+    print(f"  {'prior':>5} {'down':>5} {'weight':>6}   {'seen':>7} {'unseen':>7}")
+    for prior in (0.5, 1.0, 2.0, 4.0):
+        for down in (1.0, 0.5, 0.25, 0.0):
+            scores = {}
+            for chunk_id, ratings in votes.items():
+                ups, downs = ratings.count(1), ratings.count(-1)
+                total = ups + down * downs
+                scores[chunk_id] = (ups - down * downs) / (total + prior) if total else 0.0
+            for weight in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0):
+                gain = ndcg(rankings_of(reranked(seen, scores, weight), external), qrels) - base_seen
+                loss = ndcg(rankings_of(reranked(unseen, scores, weight), external), qrels) - base_unseen
+                print(f"  {prior:>5} {down:>5} {weight:>6}   {gain:+.4f} {loss:+.4f}", flush=True)
+
+
+# --- The replay through the real feedback path ---------------------------------------------------
+def feedback_reset(source) -> None:
+    """Forget the feedback of an earlier run: votes, tallies, the replay's users, index scores."""
+    from django.contrib.auth.models import User
+
+    from feedback.models import ChunkFeedback, DocumentFeedback, EvaluationCase, Feedback
+    from ingestion.models import Chunk
+    from ingestion.search_index import search_index
+
+    User.objects.filter(username__startswith="replay-").delete()
+    for model in (Feedback, ChunkFeedback, DocumentFeedback, EvaluationCase):
+        model.objects.all().delete()
+    ids = list(Chunk.objects.filter(document__source=source).values_list("id", flat=True))
+    search_index().set_feedback(dict.fromkeys(ids, 0.0))
+
+
+def consumer_settled(timeout: float = 600) -> float:
+    """Wait until every vote is counted and written to the index; returns the seconds waited."""
+    import redis
+    from django.conf import settings
+    from django.db.models import F
+
+    from feedback.models import ChunkFeedback, Feedback
+
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.REDIS_KEY_PREFIX
+    started = time.monotonic()
+    while True:
+        busy = (r.llen(f"{prefix}feedback") or r.exists(f"{prefix}feedback:flush-scheduled")
+                or r.scard(f"{prefix}feedback:dirty-chunks"))
+        voted = set(Feedback.objects.exclude(chunk_id="").values_list("chunk_id", flat=True).distinct())
+        tallied = set(ChunkFeedback.objects.filter(indexed_score=F("score")).values_list("chunk_id", flat=True))
+        if not busy and voted <= tallied:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"The feedback consumer did not settle in {timeout:.0f} s "
+                             f"({len(voted - tallied)} voted chunks not written).")
+        time.sleep(0.5)
+
+
+def table_version() -> int:
+    import lancedb
+    from django.conf import settings
+
+    return lancedb.connect(str(settings.SEARCH_INDEX_DIR)).open_table("chunks").version
+
+
+def replay(queries: dict[str, str], qrels, external: dict[int, str]) -> dict[str, float]:
+    """Each query asked by its own user through the chat's answer service (top SHOWN passages),
+    each passage voted on through feedback_record, as the chat socket records votes."""
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from chat.selectors import Asker
+    from chat.services import answer_ask
+    from feedback.services import feedback_record
+
+    settings.CHAT_PASSAGES = SHOWN
+    votes = ups = 0
+    writes_before = table_version()
+    started = time.monotonic()
+    for number, (qid, text) in enumerate(queries.items(), start=1):
+        user = User.objects.create(username=f"replay-{qid}")
+        message = answer_ask(asker=Asker(user=user), question=text)
+        judged = qrels.get(qid, {})
+        for entry in message.retrieved:
+            rating = 1 if judged.get(external.get(entry["document_id"], ""), 0) > 0 else -1
+            feedback_record(user=user, message_id=message.pk, rating=rating, chunk_id=entry["chunk_id"])
+            votes += 1
+            ups += rating > 0
+        if number % 100 == 0:
+            print(f"  asked and voted {number}/{len(queries)} queries, {time.monotonic() - started:.0f} s", flush=True)
+    asked = time.monotonic() - started
+    waited = consumer_settled()
+    return {"votes": votes, "up": ups, "seconds": asked, "settle_seconds": waited,
+            "index_writes": table_version() - writes_before}
+
+
+def vote_latency(queries: dict[str, str], *, samples: int) -> list[float]:
+    """Seconds from a vote to its chunk's new score being read back from the search index, one
+    vote at a time (each by a new user, on a passage of the answer to a test query)."""
+    from django.contrib.auth.models import User
+
+    from chat.selectors import Asker
+    from chat.services import answer_ask
+    from feedback.services import feedback_record
+    from ingestion.search_index import search_index
+
+    index = search_index()
+    latencies = []
+    for number, (qid, text) in enumerate(list(queries.items())[:samples]):
+        user = User.objects.create(username=f"replay-latency-{qid}")
+        message = answer_ask(asker=Asker(user=user), question=text)
+        chunk_id = message.retrieved[number % len(message.retrieved)]["chunk_id"]
+        held = index.get_chunks([chunk_id])[chunk_id].feedback
+        rating = -1 if held > 0 else 1
+        started = time.monotonic()
+        feedback_record(user=user, message_id=message.pk, rating=rating, chunk_id=chunk_id)
+        while abs(index.get_chunks([chunk_id])[chunk_id].feedback - held) < 1e-6:
+            if time.monotonic() - started > 60:
+                raise SystemExit(f"The vote on {chunk_id} was not visible after 60 s.")
+            time.sleep(0.01)
+        latencies.append(time.monotonic() - started)
+    return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--var-dir", default=None, help="Keep the stack (database, index) here and reuse it.")
     parser.add_argument("--index-only", action="store_true", help="Index the corpus and stop.")
+    parser.add_argument("--tune", action="store_true", help="Only search the prior and weight on the train split.")
+    parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=7200, help="Seconds to wait for indexing.")
     args = parser.parse_args()
 
     env = stack_setup(args.var_dir)
+    from django.conf import settings
+
     from chat.evaluation import beir_load
+    from ingestion.models import Document
 
     train = beir_load(args.dataset, split="train")
-    print(f"{train.name}: {len(train.corpus)} documents, stack in {os.environ['FRESHET_VAR_DIR']}", flush=True)
+    test = beir_load(args.dataset, split="test")
+    print(f"{train.name}: {len(train.corpus)} documents, {len(train.queries)} train and {len(test.queries)} test "
+          f"queries; stack in {os.environ['FRESHET_VAR_DIR']}", flush=True)
     with worker(env, log=Path(os.environ["FRESHET_VAR_DIR"]) / "worker.log"):
-        corpus_index(train, timeout=args.timeout)
+        source = corpus_index(train, timeout=args.timeout)
         if args.index_only:
             return
+        feedback_reset(source)
+        external = dict(Document.objects.filter(source=source).values_list("pk", "external_id"))
+        started = time.monotonic()
+        train_hits = candidates(train.queries, source=source)
+        if args.tune:  # train only: the test split is never looked at while choosing
+            tune(train_hits, train.qrels, external)
+            return
+        test_hits = candidates(test.queries, source=source)
+        print(f"retrieved the candidates of every query in {time.monotonic() - started:.0f} s", flush=True)
+        before_seen = ndcg(rankings_of(train_hits, external), train.qrels)
+        before_unseen = ndcg(rankings_of(test_hits, external), test.qrels)
+        print(f"before: nDCG@10 train {before_seen:.4f}, test {before_unseen:.4f}", flush=True)
+
+        stats = replay(train.queries, train.qrels, external)
+        print(f"replayed {stats['votes']} votes ({stats['up']} up) from {len(train.queries)} users in "
+              f"{stats['seconds']:.0f} s; the consumer settled {stats['settle_seconds']:.1f} s later, "
+              f"{stats['index_writes']} index writes", flush=True)
+        after_seen = ndcg(rankings_of(retrieved_now(train.queries, source=source), external), train.qrels)
+        after_unseen = ndcg(rankings_of(retrieved_now(test.queries, source=source), external), test.qrels)
+        latencies = vote_latency(test.queries, samples=args.latency_samples)
+
+    print(f"\nFeedback replay on {train.name} (FEEDBACK_PRIOR={settings.FEEDBACK_PRIOR}, "
+          f"FEEDBACK_DOWN_WEIGHT={settings.FEEDBACK_DOWN_WEIGHT}, "
+          f"SEARCH_FEEDBACK_WEIGHT={settings.SEARCH_FEEDBACK_WEIGHT}, "
+          f"FEEDBACK_FLUSH_SECONDS={settings.FEEDBACK_FLUSH_SECONDS})")
+    print(f"  {'nDCG@10':<22} {'before':>7} {'after':>7} {'change':>7}")
+    print(f"  {'train (seen) ' + str(len(train.queries)):<22} {before_seen:7.4f} {after_seen:7.4f} "
+          f"{after_seen - before_seen:+7.4f}")
+    print(f"  {'test (unseen) ' + str(len(test.queries)):<22} {before_unseen:7.4f} {after_unseen:7.4f} "
+          f"{after_unseen - before_unseen:+7.4f}")
+    print(f"  vote -> score visible in the index, {len(latencies)} votes: p50 {percentile(latencies, 50):.2f} s, "
+          f"p95 {percentile(latencies, 95):.2f} s, max {max(latencies):.2f} s")
 
 
 if __name__ == "__main__":

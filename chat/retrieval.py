@@ -9,6 +9,7 @@ friends), so the figures in the README can be reproduced and changed without cod
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import threading
@@ -39,10 +40,13 @@ class Fusion:
     (1 + feedback_weight * feedback), so 0 leaves the ranking alone.
     """
 
-    method: str = "rrf"
+    # Defaults: the fusion chosen on SciFact's train split (809 queries): convex 0.55/0.45 gave
+    # nDCG@10 0.733 there, plain RRF (k=60, equal weights) 0.709, the best RRF (k=5, BM25
+    # weight 1.25) 0.730. The weights only matter relative to each other.
+    method: str = "convex"
     rrf_k: int = 60
-    bm25_weight: float = 1.0
-    knn_weight: float = 1.0
+    bm25_weight: float = 0.55
+    knn_weight: float = 0.45
     candidates: int = 100
     feedback_weight: float = 0.0
 
@@ -111,11 +115,18 @@ def fuse(lists: dict[str, list[SearchHit]], *, fusion: Fusion | None = None) -> 
 
 
 def apply_feedback(hits: list[SearchHit], *, weight: float) -> list[SearchHit]:
-    """The feedback hook: nudge each chunk by its feedback score (a later issue tunes `weight`)."""
+    """The feedback hook, a bounded boost: each chunk's score is multiplied by
+    2 ** (weight * feedback), feedback (the smoothed vote score the feedback consumer writes,
+    feedback/selectors.py) clamped to [-1, 1]. So no chunk moves by more than a factor 2 ** weight
+    either way, unvoted chunks (feedback 0) keep their score, and a negative score (a kNN
+    similarity) is divided instead, so a boost always helps. `retrieve` applies it to every fused
+    candidate before the cut to k: a down-voted chunk can fall out of the top k and an up-voted
+    one further down rise into it."""
     if not weight:
         return hits
     for hit in hits:
-        hit.score *= 1.0 + weight * hit.feedback
+        factor = 2.0 ** (weight * max(-1.0, min(1.0, hit.feedback)))
+        hit.score = hit.score * factor if hit.score >= 0 else hit.score / factor
     return sorted(hits, key=lambda h: (-h.score, h.chunk_id))
 
 
@@ -208,9 +219,10 @@ _STOP_WORDS = frozenset(
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ed", "es", "ly", "s")
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """A crude suffix stripper, enough to mark "proteins" for the query word "protein" (the
-    index's BM25 stems too, so its matches should be visible)."""
+    index's BM25 stems too, so its matches should be visible). Cached: passages repeat words."""
     word = word.lower()
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -222,17 +234,18 @@ def query_terms(query: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _WORD.findall(query) if w.lower() not in _STOP_WORDS and len(w) > 1)
 
 
-def highlight(text: str, query: str, *, max_sentences: int = 3) -> str:
+def highlight(text: str, query: str | frozenset[str], *, max_sentences: int = 3) -> str:
     """The passage's sentences that contain query terms, HTML-escaped, each match wrapped in
     <mark>; at most `max_sentences`, joined by " … ". A passage without any query term (a kNN
-    match by meaning) gives its first sentence, unmarked. Safe to insert as HTML."""
-    terms = query_terms(query)
+    match by meaning) gives its first sentence, unmarked. Safe to insert as HTML. `query` may be
+    the terms from `query_terms`, to split a query once for many passages."""
+    terms = query if isinstance(query, frozenset) else query_terms(query)
     sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
     picked: list[str] = []
     for sentence in sentences:
-        marked, hits = _mark(sentence, terms)
-        if hits:
-            picked.append(marked)
+        words = _WORD.findall(sentence)
+        if terms and any(_stem(word) in terms for word in words):
+            picked.append(_mark(sentence, terms))
             if len(picked) == max_sentences:
                 break
     if not picked and sentences:
@@ -240,20 +253,17 @@ def highlight(text: str, query: str, *, max_sentences: int = 3) -> str:
     return " … ".join(picked)
 
 
-def _mark(sentence: str, terms: frozenset[str]) -> tuple[str, int]:
+def _mark(sentence: str, terms: frozenset[str]) -> str:
     out: list[str] = []
-    position = hits = 0
+    position = 0
     for match in _WORD.finditer(sentence):
-        out.append(html.escape(sentence[position:match.start()]))
         word = match.group()
-        if terms and _stem(word) in terms:
+        if _stem(word) in terms:
+            out.append(html.escape(sentence[position:match.start()]))
             out.append(f"<mark>{html.escape(word)}</mark>")
-            hits += 1
-        else:
-            out.append(html.escape(word))
-        position = match.end()
+            position = match.end()
     out.append(html.escape(sentence[position:]))
-    return "".join(out), hits
+    return "".join(out)
 
 
 # --- Search for a user (the REST endpoint) ----------------------------------------------------
@@ -287,12 +297,13 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
             raise SourceNotVisible(source_id)
         access = replace(access, source_ids=(source_id,))
     hits = retrieve(query, access=access, k=k, mode=mode)
+    terms = query_terms(query)
     names = dict(Source.objects.filter(pk__in={hit.source_id for hit in hits}).values_list("pk", "name"))
     return [
         SearchResult(
             chunk_id=hit.chunk_id, document_id=hit.document_id, source_id=hit.source_id,
             source=names.get(hit.source_id, ""), title=hit.title, text=hit.text, uri=hit.uri,
-            score=hit.score, highlight=highlight(hit.text, query),
+            score=hit.score, highlight=highlight(hit.text, terms),
         )
         for hit in hits
     ]

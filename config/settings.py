@@ -155,12 +155,12 @@ ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 30.0)
 # How hybrid search fuses its BM25 and kNN candidate lists; the defaults were chosen on SciFact's
 # train split (README, "Search and evaluation"). SEARCH_FUSION: rrf (reciprocal rank) or convex
 # (min-max normalised scores, weighted).
-SEARCH_FUSION = env_str("SEARCH_FUSION", "rrf")
+SEARCH_FUSION = env_str("SEARCH_FUSION", "convex")
 if SEARCH_FUSION not in ("rrf", "convex"):
     raise ImproperlyConfigured(f"SEARCH_FUSION={SEARCH_FUSION!r} must be rrf or convex.")
-SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60, minimum=0)
-SEARCH_BM25_WEIGHT = env_float("SEARCH_BM25_WEIGHT", 1.0)
-SEARCH_KNN_WEIGHT = env_float("SEARCH_KNN_WEIGHT", 1.0)
+SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60, minimum=0)  # with SEARCH_FUSION=rrf
+SEARCH_BM25_WEIGHT = env_float("SEARCH_BM25_WEIGHT", 0.55)
+SEARCH_KNN_WEIGHT = env_float("SEARCH_KNN_WEIGHT", 0.45)
 if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
     raise ImproperlyConfigured("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
@@ -275,6 +275,9 @@ REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})["chat"] = _throttle_rate
 FEEDBACK_PRIOR = env_float("FEEDBACK_PRIOR", 1.0)  # pseudo-votes at 0: one vote moves a chunk 1/(1+prior)
 if FEEDBACK_PRIOR <= 0:
     raise ImproperlyConfigured("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
+FEEDBACK_DOWN_WEIGHT = env_float("FEEDBACK_DOWN_WEIGHT", 1.0)  # a thumbs-down's weight beside a thumbs-up's
+if not 0 <= FEEDBACK_DOWN_WEIGHT <= 1:
+    raise ImproperlyConfigured("FEEDBACK_DOWN_WEIGHT must be between 0 and 1.")
 FEEDBACK_HALF_LIFE_DAYS = env_float("FEEDBACK_HALF_LIFE_DAYS", 90.0)  # a vote's weight halves every N days
 if FEEDBACK_HALF_LIFE_DAYS <= 0:
     raise ImproperlyConfigured("FEEDBACK_HALF_LIFE_DAYS must be above 0.")

@@ -2,16 +2,17 @@
 is stored by feedback.services.feedback_record).
 
 For every vote:
-1. the tallies of the chunks it credits (the one chunk of a per-citation vote, every citation of
-   an answer vote) and of their documents are recomputed from the Feedback table, so a changed
-   vote replaces the old one and a repeated event counts nothing twice;
-2. chunks whose score changed are marked dirty in a Redis set, and one flush per
-   FEEDBACK_FLUSH_SECONDS writes every dirty chunk's score to the search index in one
-   `set_feedback` call: a storm of votes makes one write per window, not one per vote;
-3. `outdated`: the documents are re-fetched from their source (url sources) and go through the
+1. the chunks it credits (the one chunk of a per-citation vote, every citation of an answer vote)
+   and their documents are marked dirty in Redis sets, and one flush task per
+   FEEDBACK_FLUSH_SECONDS recounts their tallies from the Feedback table and writes every dirty
+   chunk's score to the search index in one `set_feedback` call. Recounting (not adding) makes a
+   changed vote replace the old one and a repeated event count nothing twice; flushing per window
+   makes a storm of votes cost one recount and one index write per window, not one per vote;
+2. `outdated`: the documents are re-fetched from their source (url sources) and go through the
    pipeline again when their content changed; the chat marks answers citing them as stale when
-   the new version is indexed (chat/subscriptions.py);
-4. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: a `freshet.reindex.requested`
+   the new version is indexed (chat/subscriptions.py), and then the consumer rewrites the scores
+   of the new version's chunks (`outdated` votes on the old text no longer count);
+3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: a `freshet.reindex.requested`
    event asks for the document to be cut into larger chunks.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -32,21 +34,14 @@ from events.errors import TransientError
 from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.refetch import RefetchFailed, refetch_url, url_fetch
-from feedback.selectors import (
-    chunk_scores,
-    document_tally_counts,
-    feedback_score,
-    votes_counted,
-    votes_touching,
-)
+from feedback.selectors import document_tally_counts, feedback_score, votes_counted, votes_touching
 from ingestion.models import Document
 from ingestion.search_index import search_index
 
 logger = logging.getLogger(__name__)
 
-SCORE_EPSILON = 1e-6  # scores closer than this to what the index holds are not rewritten
-FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back others at most this long
-FLUSH_BATCH = 1000
+FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back the next one at most this long
+FLUSH_BATCH = 2000  # chunks recounted and written per flush; more are left for the next one
 
 
 @functools.cache
@@ -54,55 +49,41 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-def _dirty_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}feedback:dirty"
-
-
-def _flush_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}feedback:flush-scheduled"
+def _key(name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}feedback:{name}"
 
 
 # --- Tallies ----------------------------------------------------------------------------------
-def chunk_tallies_recompute(chunk_ids: Iterable[str], *, reset_indexed: bool = False) -> list[str]:
-    """Recount the votes on these chunks and store each one's score; returns the chunks whose
-    score is not what the index holds (they need writing). Call inside a transaction.
+def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> dict[str, float]:
+    """Recount the votes on these chunks, store their tallies and return their scores. Call
+    inside a transaction.
 
-    The tally rows are locked before the votes are read, so two handlers recounting the same
-    chunk run one after the other and the later one sees every committed vote.
-    `reset_indexed`: the index copy lost its scores (the document was re-indexed).
+    The tally rows are locked (in chunk id order) before the votes are read, so two recounts of
+    the same chunk run one after the other and the later one sees every committed vote.
     """
     ids = sorted({c for c in chunk_ids if c})
     if not ids:
-        return []
+        return {}
     ChunkFeedback.objects.bulk_create([ChunkFeedback(chunk_id=c) for c in ids], ignore_conflicts=True)
-    tallies = {t.chunk_id: t for t in ChunkFeedback.objects.select_for_update().filter(chunk_id__in=ids)
-               .order_by("chunk_id")}
+    tallies = list(ChunkFeedback.objects.select_for_update().filter(chunk_id__in=ids).order_by("chunk_id"))
     votes = votes_touching(ids)
     counted = votes_counted(votes)
     document_of = {v.chunk_id: v.document_id for v in votes if v.document_id}
     now = timezone.now()
-    stale: list[str] = []
-    for chunk_id in ids:
-        tally = tallies[chunk_id]
-        mine = counted.get(chunk_id, [])
+    for tally in tallies:
+        mine = counted.get(tally.chunk_id, [])
         tally.up = sum(1 for v in mine if v.rating > 0)
         tally.down = sum(1 for v in mine if v.rating < 0)
         tally.score = feedback_score(mine, now=now)
-        tally.document_id = document_of.get(chunk_id, tally.document_id)
-        if reset_indexed:
-            tally.indexed_score = None
-        if tally.indexed_score is None or abs(tally.score - tally.indexed_score) > SCORE_EPSILON:
-            stale.append(chunk_id)
+        tally.document_id = document_of.get(tally.chunk_id, tally.document_id)
         tally.updated_at = now  # bulk_update does not apply auto_now
-    ChunkFeedback.objects.bulk_update(list(tallies.values()),
-                                      ["up", "down", "score", "document_id", "indexed_score", "updated_at"])
-    return stale
+    ChunkFeedback.objects.bulk_update(tallies, ["up", "down", "score", "document_id", "updated_at"], batch_size=500)
+    return {tally.chunk_id: tally.score for tally in tallies}
 
 
 def document_tally_recompute(document_id: int) -> DocumentFeedback:
     """Recount the votes touching `document_id`. Call inside a transaction."""
-    DocumentFeedback.objects.bulk_create([DocumentFeedback(document_id=document_id)], ignore_conflicts=True)
-    tally = DocumentFeedback.objects.select_for_update().get(document_id=document_id)
+    tally = _document_tally_locked(document_id)
     for field, value in document_tally_counts(document_id).items():
         setattr(tally, field, value if value is not None else getattr(tally, field))
     document = Document.objects.filter(pk=document_id).only("source_id", "title", "external_id").first()
@@ -112,70 +93,95 @@ def document_tally_recompute(document_id: int) -> DocumentFeedback:
     return tally
 
 
-# --- Scores into the search index -------------------------------------------------------------
-def scores_mark_dirty(chunk_ids: Iterable[str]) -> None:
-    """After commit, add the chunks to the dirty set and make sure one flush is scheduled."""
-    ids = sorted(set(chunk_ids))
-    if ids:
-        transaction.on_commit(lambda: _dirty_add(ids))
+def _document_tally_locked(document_id: int) -> DocumentFeedback:
+    DocumentFeedback.objects.bulk_create([DocumentFeedback(document_id=document_id)], ignore_conflicts=True)
+    return DocumentFeedback.objects.select_for_update().get(document_id=document_id)
 
 
-def _dirty_add(chunk_ids: list[str]) -> None:
+# --- Dirty sets and the flush -----------------------------------------------------------------
+def feedback_mark_dirty(*, chunk_ids: Iterable[str] = (), document_ids: Iterable[int] = ()) -> None:
+    """After commit, add chunks and documents to the dirty sets and make sure a flush is coming."""
+    chunks, documents = sorted(set(chunk_ids)), sorted(set(document_ids))
+    if chunks or documents:
+        transaction.on_commit(lambda: _dirty_add(chunks, documents))
+
+
+def _dirty_add(chunk_ids: list[str], document_ids: list[int]) -> None:
+    try:
+        r = _redis()
+        if chunk_ids:
+            r.sadd(_key("dirty-chunks"), *chunk_ids)
+        if document_ids:
+            r.sadd(_key("dirty-documents"), *document_ids)
+    except redis.RedisError as error:
+        raise TransientError(f"Redis: {error}") from error
+    flush_schedule()
+
+
+def flush_schedule() -> None:
+    """Queue one flush in FEEDBACK_FLUSH_SECONDS unless one is pending. The flag stays set until
+    the flush starts (it deletes the flag before it reads the sets), so anything marked dirty is
+    either read by the pending flush or schedules the next one."""
     from feedback.tasks import feedback_flush
 
     try:
-        r = _redis()
-        r.sadd(_dirty_key(), *chunk_ids)
-        # The flag is set until the flush starts (it deletes the flag before it reads the set),
-        # so a chunk added now is either read by the pending flush or schedules a new one.
-        scheduled = r.set(_flush_key(), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
+        scheduled = _redis().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
     except redis.RedisError as error:
         raise TransientError(f"Redis: {error}") from error
     if scheduled:
         feedback_flush.apply_async(countdown=settings.FEEDBACK_FLUSH_SECONDS, queue="feedback")
 
 
+def _pop(name: str, limit: int) -> list[str]:
+    popped = _redis().spop(_key(name), limit) or []
+    return [raw.decode() for raw in popped]
+
+
 def feedback_scores_flush() -> int:
-    """Write the score of every dirty chunk to the search index in one call; returns how many."""
+    """Recount the dirty chunks and documents and write the chunks' scores to the search index
+    in one call; returns how many chunks were written."""
     r = _redis()
-    r.delete(_flush_key())
-    ids: list[str] = []
-    while True:
-        popped = r.spop(_dirty_key(), FLUSH_BATCH)
-        if not popped:
-            break
-        ids.extend(raw.decode() for raw in popped)
-    if not ids:
+    r.delete(_key("flush-scheduled"))
+    chunk_ids = _pop("dirty-chunks", FLUSH_BATCH)
+    document_ids = sorted(int(d) for d in _pop("dirty-documents", FLUSH_BATCH))
+    if r.scard(_key("dirty-chunks")) or r.scard(_key("dirty-documents")):
+        flush_schedule()  # a backlog larger than one batch: the rest in the next window
+    if not chunk_ids and not document_ids:
         return 0
-    scores = chunk_scores(ids)
     try:
-        search_index().set_feedback(scores)
+        with transaction.atomic():
+            scores = chunk_tallies_recompute(chunk_ids)
+            for document_id in document_ids:
+                document_tally_recompute(document_id)
+        if scores:
+            search_index().set_feedback(scores)
     except Exception:
-        r.sadd(_dirty_key(), *ids)  # nothing is lost: the retry (or the next flush) writes them
+        # Nothing is lost: the retry (or the next flush) recounts and writes them.
+        if chunk_ids:
+            r.sadd(_key("dirty-chunks"), *chunk_ids)
+        if document_ids:
+            r.sadd(_key("dirty-documents"), *document_ids)
         raise
     now = timezone.now()
-    written = list(ChunkFeedback.objects.filter(chunk_id__in=ids).only("chunk_id"))
-    for tally in written:
-        tally.indexed_score, tally.indexed_at = scores[tally.chunk_id], now
-    ChunkFeedback.objects.bulk_update(written, ["indexed_score", "indexed_at"], batch_size=500)
-    logger.info("Wrote the feedback scores of %d chunks to the search index", len(ids))
-    return len(ids)
+    with transaction.atomic():
+        # Locked in chunk id order, as recounts lock them, so the two never deadlock.
+        written = list(ChunkFeedback.objects.select_for_update().filter(chunk_id__in=list(scores))
+                       .order_by("chunk_id").only("chunk_id"))
+        for tally in written:
+            tally.indexed_score, tally.indexed_at = scores[tally.chunk_id], now
+        ChunkFeedback.objects.bulk_update(written, ["indexed_score", "indexed_at"], batch_size=500)
+    logger.info("Wrote the feedback scores of %d chunks to the search index", len(scores))
+    return len(scores)
 
 
 def feedback_scores_refresh() -> int:
-    """Recount every tallied chunk (votes decay with age) and flush those that moved; returns
-    how many chunks were marked for writing."""
+    """Mark every chunk with votes dirty, so the flushes recount them (votes decay with age) and
+    rewrite their scores; returns how many."""
     ids = list(ChunkFeedback.objects.filter(Q(up__gt=0) | Q(down__gt=0) | ~Q(score=0.0))
                .values_list("chunk_id", flat=True))
-    marked = 0
-    for start in range(0, len(ids), 500):
-        with transaction.atomic():
-            stale = chunk_tallies_recompute(ids[start:start + 500])
-            scores_mark_dirty(stale)
-            marked += len(stale)
-    if not marked and _redis().scard(_dirty_key()):
-        feedback_scores_flush()  # leftovers of a flush that never ran
-    return marked
+    with transaction.atomic():
+        feedback_mark_dirty(chunk_ids=ids)
+    return len(ids)
 
 
 # --- The consumer's reaction to one vote ------------------------------------------------------
@@ -186,26 +192,23 @@ def feedback_apply(*, chunk_ids: list[str], message_id: int | None, document_id:
         documents |= set(Citation.objects.filter(message_id=message_id, chunk_id__in=chunk_ids)
                          .values_list("document_id", flat=True))
     with transaction.atomic():
-        stale = chunk_tallies_recompute(chunk_ids)
-        documents |= set(ChunkFeedback.objects.filter(chunk_id__in=chunk_ids, document_id__isnull=False)
-                         .values_list("document_id", flat=True))
-        tallies = [document_tally_recompute(d) for d in sorted(documents)]
-        scores_mark_dirty(stale)
-        for tally in tallies:
+        feedback_mark_dirty(chunk_ids=chunk_ids, document_ids=documents)
+        for document in sorted(documents):
             if reason == Feedback.Reason.OUTDATED:
-                document_refetch_request(tally.document_id)
-            if reason == Feedback.Reason.INCOMPLETE and tally.incomplete >= settings.FEEDBACK_INCOMPLETE_USERS:
-                document_rechunk_request(tally)
+                document_refetch_request(document)
+            elif reason == Feedback.Reason.INCOMPLETE:
+                tally = document_tally_recompute(document)
+                if tally.incomplete >= settings.FEEDBACK_INCOMPLETE_USERS:
+                    document_rechunk_request(tally)
 
 
 def document_indexed_restore(document_id: int) -> None:
     """A new version of the document is in the index, written with no feedback scores: recount
-    its tallied chunks (outdated votes may no longer count) and write their scores again."""
+    its voted chunks (outdated votes on the old text may no longer count) and write them again."""
     ids = list(ChunkFeedback.objects.filter(document_id=document_id).values_list("chunk_id", flat=True))
-    if not ids:
-        return
-    with transaction.atomic():
-        scores_mark_dirty(chunk_tallies_recompute(ids, reset_indexed=True))
+    if ids:
+        with transaction.atomic():
+            feedback_mark_dirty(chunk_ids=ids, document_ids=[document_id])
 
 
 # --- outdated: re-fetch -----------------------------------------------------------------------
@@ -215,17 +218,19 @@ def document_refetch_request(document_id: int) -> bool:
     from feedback.tasks import document_refetch as refetch_task
 
     document = Document.objects.select_related("source").filter(pk=document_id).first()
+    DocumentFeedback.objects.bulk_create([DocumentFeedback(document_id=document_id)], ignore_conflicts=True)
     tallies = DocumentFeedback.objects.filter(document_id=document_id)
     if document is None or refetch_url(document) is None:
-        kind = document.source.get_kind_display() if document is not None else "deleted"
-        detail = (f"Marked outdated, but documents of {kind.lower()} sources cannot be re-fetched: "
-                  "replace the document at its source." if document is not None
-                  else "Marked outdated, but the document was deleted.")
+        if document is None:
+            detail = "Marked outdated, but the document was deleted."
+        else:
+            detail = (f"Marked outdated, but documents of {document.source.get_kind_display().lower()} sources "
+                      "cannot be re-fetched: replace the document at its source.")
         logger.info("Document %s marked outdated: %s", document_id, detail)
         tallies.update(refetch_status=DocumentFeedback.Refetch.NOT_REFETCHABLE, refetch_detail=detail)
         return False
     now = timezone.now()
-    cutoff = now - timezone.timedelta(seconds=settings.FEEDBACK_REFETCH_COOLDOWN_SECONDS)
+    cutoff = now - timedelta(seconds=settings.FEEDBACK_REFETCH_COOLDOWN_SECONDS)
     # A conditional UPDATE claims the re-fetch: a storm of `outdated` votes fetches once.
     claimed = tallies.filter(Q(refetch_requested_at__isnull=True) | Q(refetch_requested_at__lt=cutoff)).update(
         refetch_requested_at=now, refetch_status=DocumentFeedback.Refetch.REQUESTED, refetch_detail="")

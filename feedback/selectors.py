@@ -98,21 +98,26 @@ def votes_counted(votes: Iterable[Vote]) -> dict[str, list[Vote]]:
 
 
 def feedback_score(votes: Iterable[Vote], *, now: datetime | None = None, prior: float | None = None,
-                   half_life_days: float | None = None) -> float:
-    """The chunk's feedback score: sum(w * rating) / (sum(w) + prior), w = 0.5 ** (age / half-life).
+                   half_life_days: float | None = None, down_weight: float | None = None) -> float:
+    """The chunk's feedback score: sum(w * rating) / (sum(w) + prior), where a vote's weight w
+    is 0.5 ** (age / half-life), times FEEDBACK_DOWN_WEIGHT for a thumbs-down.
 
     Always strictly inside (-1, 1); one fresh vote moves it by 1 / (1 + prior) at most, and a vote
-    weighs half as much every half-life, so old opinions fade unless people repeat them.
+    weighs half as much every half-life, so old opinions fade unless people repeat them. A
+    thumbs-down weighs less than a thumbs-up (by default): that a passage did not answer one
+    person's question says less about it than that it answered one, and a down-voted passage may
+    be just what someone else's question needs.
     """
     now = now or timezone.now()
     prior = settings.FEEDBACK_PRIOR if prior is None else prior
     half_life = (settings.FEEDBACK_HALF_LIFE_DAYS if half_life_days is None else half_life_days) * 86400
+    down_weight = settings.FEEDBACK_DOWN_WEIGHT if down_weight is None else down_weight
     total = signed = 0.0
     for vote in votes:
         age = max(0.0, (now - vote.at).total_seconds())
-        weight = math.pow(0.5, age / half_life)
+        weight = math.pow(0.5, age / half_life) * (1.0 if vote.rating > 0 else down_weight)
         total += weight
-        signed += weight * vote.rating
+        signed += weight * (1 if vote.rating > 0 else -1)
     return signed / (total + prior) if total else 0.0
 
 

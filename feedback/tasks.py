@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import redis
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from events.errors import TransientError
 
-RETRYABLE = (TransientError, ConnectionError, TimeoutError, redis.RedisError)
+# Worth another try (a flush recounts from the Feedback table, so a retry is always safe).
+RETRYABLE = (TransientError, ConnectionError, TimeoutError, redis.RedisError, OperationalError, InterfaceError)
 REFETCH_RETRIES = 3
 
 

@@ -27,7 +27,7 @@ def lists() -> dict[str, list[SearchHit]]:
 
 
 def test_rrf_sums_reciprocal_ranks():
-    fused = fuse(lists(), fusion=Fusion(method="rrf", rrf_k=60))
+    fused = fuse(lists(), fusion=Fusion(method="rrf", rrf_k=60, bm25_weight=1.0, knn_weight=1.0))
     # a: 1/61 + 1/62 = 0.032522; c: 1/63 + 1/61 = 0.032266; b: 1/62 = 0.016129; d: 1/63 = 0.015873
     assert [h.chunk_id for h in fused] == ["a1", "c3", "b2", "d4"]
     assert [h.score for h in fused] == pytest.approx([1 / 61 + 1 / 62, 1 / 63 + 1 / 61, 1 / 62, 1 / 63])

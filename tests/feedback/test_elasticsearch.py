@@ -42,9 +42,9 @@ def test_votes_change_the_ranking_on_elasticsearch(transactional_db, elasticsear
         feedback_record(user=user, message_id=message.pk, rating=-1, chunk_id=first)
         feedback_record(user=user, message_id=message.pk, rating=1, chunk_id=second)
 
-    two_votes = 2 / (2 + settings.FEEDBACK_PRIOR)
-    assert index_feedback(first) == pytest.approx(-two_votes, abs=1e-3)
-    assert index_feedback(second) == pytest.approx(two_votes, abs=1e-3)
+    down = 2 * settings.FEEDBACK_DOWN_WEIGHT  # two thumbs-down, each weighing FEEDBACK_DOWN_WEIGHT
+    assert index_feedback(first) == pytest.approx(-down / (down + settings.FEEDBACK_PRIOR), abs=1e-3)
+    assert index_feedback(second) == pytest.approx(2 / (2 + settings.FEEDBACK_PRIOR), abs=1e-3)
     after = ranking()
     assert after[0] == second and after.index(first) > 0
     assert ChunkFeedback.objects.get(chunk_id=first).down == 2

@@ -37,8 +37,10 @@ def test_votes_rewrite_scores_in_the_index_and_change_the_ranking(corpus, settin
 
     wait_for(lambda: index_feedback(first) < 0 < index_feedback(second), timeout=60,
              message="the votes' scores in the search index")
-    one_vote = 1 / (1 + settings.FEEDBACK_PRIOR)  # smoothed: one vote moves a chunk this far, no further
-    assert index_feedback(first) == pytest.approx(-one_vote, abs=1e-3)
+    # Smoothed: one vote moves a chunk this far, no further (a thumbs-down weighs FEEDBACK_DOWN_WEIGHT).
+    one_vote = 1 / (1 + settings.FEEDBACK_PRIOR)
+    down = settings.FEEDBACK_DOWN_WEIGHT
+    assert index_feedback(first) == pytest.approx(-down / (down + settings.FEEDBACK_PRIOR), abs=1e-3)
     assert index_feedback(second) == pytest.approx(one_vote, abs=1e-3)
     after = ranking(corpus)
     assert after[0] == second and after.index(first) > 0

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from events.envelope import cloudevent_from_record
 from events.models import Event
+from feedback.consumer import feedback_scores_flush, feedback_scores_refresh
 from feedback.handlers import feedback_received
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.selectors import Vote, feedback_score
@@ -29,10 +30,16 @@ def documents(db) -> list[Document]:
             for i in range(6)]
 
 
-def handle_latest_vote() -> None:
-    """Deliver the last `freshet.feedback.received` to the consumer, as the worker would."""
-    event = Event.objects.filter(type="freshet.feedback.received").latest("time")
-    feedback_received(cloudevent_from_record(event))
+@pytest.fixture
+def handle_latest_vote(eager_tasks, django_capture_on_commit_callbacks):
+    """Deliver the last `freshet.feedback.received` to the consumer in this process, as the worker
+    would, and run the flush it asks for."""
+    def handle() -> None:
+        event = Event.objects.filter(type="freshet.feedback.received").latest("time")
+        with django_capture_on_commit_callbacks(execute=True):
+            feedback_received(cloudevent_from_record(event))
+        feedback_scores_flush()
+    return handle
 
 
 def tally(chunk_id: str) -> tuple[int, int]:
@@ -48,6 +55,7 @@ def vote(rating: int, *, days_old: float = 0.0) -> Vote:
 def test_the_score_is_smoothed_bounded_and_decays(settings):
     settings.FEEDBACK_PRIOR = 1.0
     settings.FEEDBACK_HALF_LIFE_DAYS = 30.0
+    settings.FEEDBACK_DOWN_WEIGHT = 1.0
     assert feedback_score([]) == 0.0
     assert feedback_score([vote(-1)]) == pytest.approx(-0.5)  # one vote cannot bury a chunk
     assert feedback_score([vote(1)] * 1000) == pytest.approx(1000 / 1001)
@@ -55,8 +63,15 @@ def test_the_score_is_smoothed_bounded_and_decays(settings):
     assert feedback_score([vote(1, days_old=30)]) == pytest.approx(0.5 / 1.5)  # half the weight after a half-life
     assert feedback_score([vote(1, days_old=3000)]) == pytest.approx(0.0, abs=1e-9)
 
+    settings.FEEDBACK_DOWN_WEIGHT = 0.5  # a thumbs-down counts half
+    assert feedback_score([vote(-1)]) == pytest.approx(-0.5 / 1.5)
+    assert feedback_score([vote(1), vote(-1)]) == pytest.approx(0.5 / 2.5)
+    assert -1 < feedback_score([vote(-1)] * 10_000) < -0.999
+    settings.FEEDBACK_DOWN_WEIGHT = 0.0  # thumbs-down steer nothing
+    assert feedback_score([vote(-1)] * 5) == 0.0
 
-def test_a_user_counts_once_per_chunk_and_a_changed_vote_replaces_the_old_one(documents):
+
+def test_a_user_counts_once_per_chunk_and_a_changed_vote_replaces_the_old_one(documents, handle_latest_vote):
     user = UserFactory()
     chunks = [(f"{d.pk}-0", d.pk) for d in documents[:3]]
     message = message_citing(user, chunks)
@@ -88,7 +103,7 @@ def test_a_user_counts_once_per_chunk_and_a_changed_vote_replaces_the_old_one(do
     assert ChunkFeedback.objects.get(chunk_id=first).score == pytest.approx(feedback_score([vote(1)] * 2), abs=1e-4)
 
 
-def test_votes_past_the_hourly_cap_are_kept_but_steer_nothing(documents, settings):
+def test_votes_past_the_hourly_cap_are_kept_but_steer_nothing(documents, settings, handle_latest_vote):
     settings.FEEDBACK_USER_VOTES_PER_HOUR = 3
     steerer, honest = UserFactory(), UserFactory()
     chunks = [(f"{d.pk}-0", d.pk) for d in documents]
@@ -119,7 +134,7 @@ def test_votes_past_the_hourly_cap_are_kept_but_steer_nothing(documents, setting
     assert tally(chunks[4][0]) == (0, 0)
 
 
-def test_repeated_incomplete_asks_once_for_larger_chunks(documents, settings):
+def test_repeated_incomplete_asks_once_for_larger_chunks(documents, settings, handle_latest_vote):
     settings.FEEDBACK_INCOMPLETE_USERS = 3
     document = documents[0]
     chunk = (f"{document.pk}-0", document.pk)
@@ -147,7 +162,7 @@ def test_repeated_incomplete_asks_once_for_larger_chunks(documents, settings):
     assert tally_row.incomplete == 4 and tally_row.rechunk_requested_at is not None
 
 
-def test_outdated_on_an_upload_is_recorded_and_nothing_is_fetched(documents):
+def test_outdated_on_an_upload_is_recorded_and_nothing_is_fetched(documents, handle_latest_vote):
     document = documents[0]
     user = UserFactory()
     message = message_citing(user, [(f"{document.pk}-0", document.pk)])
@@ -157,3 +172,21 @@ def test_outdated_on_an_upload_is_recorded_and_nothing_is_fetched(documents):
     assert tally_row.refetch_status == DocumentFeedback.Refetch.NOT_REFETCHABLE
     assert "cannot be re-fetched" in tally_row.refetch_detail
     assert tally_row.outdated == 1 and tally_row.refetch_requested_at is None
+
+
+def test_the_periodic_refresh_lets_old_votes_fade(documents, settings, handle_latest_vote,
+                                                  django_capture_on_commit_callbacks):
+    settings.FEEDBACK_PRIOR, settings.FEEDBACK_HALF_LIFE_DAYS = 1.0, 10.0
+    user = UserFactory()
+    chunk_id = f"{documents[0].pk}-0"
+    feedback_record(user=user, message_id=message_citing(user, [(chunk_id, documents[0].pk)]).pk, rating=1,
+                    chunk_id=chunk_id)
+    handle_latest_vote()
+    assert ChunkFeedback.objects.get(chunk_id=chunk_id).score == pytest.approx(0.5, abs=1e-4)
+
+    Feedback.objects.update(updated_at=timezone.now() - timedelta(days=10))  # one half-life ago
+    with django_capture_on_commit_callbacks(execute=True):
+        assert feedback_scores_refresh() == 1
+    tally_row = ChunkFeedback.objects.get(chunk_id=chunk_id)
+    assert tally_row.score == pytest.approx(0.5 / 1.5, abs=1e-4) and tally_row.up == 1
+    assert tally_row.indexed_score == tally_row.score

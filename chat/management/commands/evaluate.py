@@ -73,7 +73,7 @@ class Command(BaseCommand):
         loaded = corpus_ingest(dataset=data, source=source, progress=lambda rows: tqdm(
             rows, desc="loading", unit="doc", total=len(data.corpus), disable=None))
         if self._wait(source, list(loaded.documents.values()), timeout) or loaded.changed:
-            search_index().optimize()  # fold the new rows into the full-text and vector indexes
+            self._optimize()
         failed = Document.objects.filter(source=source, status=Document.Status.FAILED).count()
         if failed:
             self.stderr.write(f"{failed} documents failed in the pipeline and cannot be retrieved.")
@@ -117,6 +117,21 @@ class Command(BaseCommand):
                               f"to {chunk_size}/{chunk_overlap}: {rerun} documents go through the pipeline again.")
             source.refresh_from_db()
         return source
+
+    def _optimize(self, attempts: int = 6) -> None:
+        """Fold the new rows into the index's full-text and vector indexes, so the queries run on
+        the index as it serves after its scheduled compaction. A write landing meanwhile (the
+        scheduler's own compaction, another source's document) makes LanceDB refuse the commit
+        as retryable: retry, and if it still fails, measure anyway and say so."""
+        for attempt in range(attempts):
+            try:
+                search_index().optimize()
+                return
+            except (RuntimeError, OSError, ValueError) as error:
+                if "etry" not in str(error) or attempt == attempts - 1:
+                    self.stderr.write(f"Could not compact the index ({error}); evaluating without it.")
+                    return
+                time.sleep(0.5 * 2 ** attempt)
 
     def _wait(self, source: Source, document_pks: list[int], timeout: float) -> bool:
         """Wait for the pipeline to settle every document; False if none was pending."""
