@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,23 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: 
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def client_for(user) -> APIClient:
+    """An API client authenticated with `user`'s token (anonymous for None)."""
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    # Throttle counters live in the cache, keyed by user id: every test starts from zero.
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,27 +5,10 @@ real tokens (rest_framework.authtoken), as programs do."""
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.conftest import client_for
 from tests.factories import GroupFactory, SourceFactory, UserFactory
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    # Throttle counters live in the cache, keyed by user id; start every test from zero.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

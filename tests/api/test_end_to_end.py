@@ -8,8 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from chat.retrieval import retrieve
 from ingestion.search_index import AccessFilter, search_index
-from tests.api.conftest import client_for
-from tests.conftest import wait_for
+from tests.conftest import client_for, wait_for
 from tests.factories import SourceFactory, UserFactory
 
 pytestmark = pytest.mark.worker

@@ -7,7 +7,7 @@ import pytest
 from events.models import Event
 from ingestion.models import Document, Source
 from ingestion.services import document_ingest
-from tests.api.conftest import client_for
+from tests.conftest import client_for
 from tests.factories import GroupFactory
 
 pytestmark = pytest.mark.django_db

@@ -4,33 +4,16 @@ real tokens, the real database, a real worker and the real index."""
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from chat.retrieval import MODES
 from ingestion.models import Document
 from ingestion.services import document_ingest
-from tests.conftest import wait_for
+from tests.conftest import client_for, wait_for
 from tests.factories import GroupFactory, SourceFactory, UserFactory
 
 URL = "/api/search/"
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    cache.clear()  # throttle counters live in the cache
-    yield
-    cache.clear()
 
 
 @pytest.mark.django_db

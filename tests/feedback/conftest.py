@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import pytest
 import redis
 from django.conf import settings
-from django.core.cache import cache
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from chat.models import Citation, Conversation, Message
 from chat.selectors import Asker
@@ -35,21 +32,6 @@ SECOND = ("In winter a heat pump{m} can also heat water for the house. Installer
           "coldest week of the year.")
 OTHER = "Sourdough{m} bread rises slowly because wild yeast ferments the dough overnight."
 SECRET = "The heat pump{m} tender for the new office is worth two million crowns; finance only."
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def settled(document: Document, *, version: int | None = None, timeout: float = 120) -> Document:

@@ -10,8 +10,9 @@ from rest_framework.test import APIClient
 from events.models import Event
 from feedback.models import Feedback
 from ingestion.services import document_ingest
+from tests.conftest import client_for
 from tests.factories import GroupFactory, SourceFactory, UserFactory
-from tests.feedback.conftest import client_for, message_citing
+from tests.feedback.conftest import message_citing
 
 
 @pytest.fixture
