@@ -63,10 +63,16 @@ def corpus_index(dataset, *, timeout: float):
     from chat.evaluation import corpus_ingest, documents_pending, documents_wait
     from ingestion.models import Document, Source
     from ingestion.search_index import search_index
+    from ingestion.services import document_reindex
 
     source, _ = Source.objects.get_or_create(
         name=SOURCE_NAME, defaults={"kind": Source.Kind.UPLOAD, "public": True,
                                     "chunk_size": CHUNK_SIZE, "chunk_overlap": CHUNK_OVERLAP})
+    # Documents an earlier, interrupted run left half-way: their tasks went with that run's
+    # queues, so they go through the pipeline again (with a new version; old tasks are dropped).
+    leftovers = source.documents.exclude(status__in=(Document.Status.INDEXED, Document.Status.FAILED))
+    for document in leftovers.iterator():
+        document_reindex(document=document)
     loaded = corpus_ingest(dataset=dataset, source=source)
     pks = list(loaded.documents.values())
     if documents_pending(source, pks):

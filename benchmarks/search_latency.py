@@ -115,6 +115,12 @@ class Client(threading.Thread):
         connection.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     from chat.evaluation import percentile
 
@@ -164,12 +170,16 @@ def main() -> None:
             raise SystemExit(f"Warm-up failed: {warm.errors[0]}")
         paths = [path(queries[i % len(queries)]) for i in range(args.requests)]
         clients = [Client(base, token, paths[i::args.clients]) for i in range(args.clients)]
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(process.pid) if process else 0.0
         started = time.perf_counter()
         for client in clients:
             client.start()
         for client in clients:
             client.join()
         wall = time.perf_counter() - started
+        server_cpu = cpu_seconds(process.pid) - cpu_before if process else None
+        load_after = os.getloadavg()[0]
     finally:
         if process is not None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -184,6 +194,12 @@ def main() -> None:
           f"p99 {pct(latencies, 99):7.1f}   max {max(latencies, default=0):7.1f}")
     print(f"  took_ms     p50 {pct(server, 50):7.1f}   p95 {pct(server, 95):7.1f}   (server side, search only)")
     print(f"  throughput  {len(latencies) / wall:.1f} requests/s")
+    if server_cpu is not None and latencies:
+        # Load-independent cost: what the server process burned per answer (all its threads).
+        print(f"  server CPU  {server_cpu / len(latencies) * 1000:.1f} ms per request")
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(f"  machine load average (1 min) {load_before:.2f} before, {load_after:.2f} after, "
+          f"{os.cpu_count()} CPUs; OMP_NUM_THREADS={threads}")
     if errors:
         print(f"  first error: {errors[0]}")
 

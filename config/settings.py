@@ -164,6 +164,7 @@ SEARCH_KNN_WEIGHT = env_float("SEARCH_KNN_WEIGHT", 0.45)
 if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
     raise ImproperlyConfigured("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
+SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  # writes -> full-text stats, coalesced
 SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 0.0)  # the feedback hook; 0 = off
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
 SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)

@@ -37,6 +37,7 @@ from feedback.refetch import RefetchFailed, refetch_url, url_fetch
 from feedback.selectors import document_tally_counts, feedback_score, votes_counted, votes_touching
 from ingestion.models import Document
 from ingestion.search_index import search_index
+from ingestion.tasks import search_index_refresh_soon
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def feedback_scores_flush() -> int:
                 document_tally_recompute(document_id)
         if scores:
             search_index().set_feedback(scores)
+            search_index_refresh_soon()  # rewritten rows score with the rest in BM25 again
     except Exception:
         # Nothing is lost: the retry (or the next flush) recounts and writes them.
         if chunk_ids:

@@ -30,6 +30,7 @@ from ingestion.embedding import embedder
 from ingestion.models import Chunk, Document, Source
 from ingestion.parsers import ParseError, parse
 from ingestion.search_index import ChunkRecord, search_index
+from ingestion.tasks import search_index_refresh_soon
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,7 @@ def document_index(document: Document, version: int, data: dict) -> None:
     index = search_index()
     index.ensure(dimension=int(vectors.shape[1]))
     index.upsert_document(document_id=document.pk, version=version, chunks=records)
+    search_index_refresh_soon()
     with transaction.atomic():
         updated = Document.objects.filter(pk=document.pk, version=version).update(
             status=Document.Status.INDEXED, error="", chunk_count=len(records),
@@ -293,6 +295,7 @@ def document_index(document: Document, version: int, data: dict) -> None:
 def document_unindex(event) -> None:
     data = _data(event)
     search_index().delete_document(int(data["document_id"]))
+    search_index_refresh_soon()
     if data.get("file"):
         from django.core.files.storage import default_storage
 
@@ -301,6 +304,7 @@ def document_unindex(event) -> None:
 
 def source_unindex(event) -> None:
     search_index().delete_source(int(_data(event)["source_id"]))
+    search_index_refresh_soon()
 
 
 def source_sync_access(event) -> None:
@@ -310,6 +314,7 @@ def source_sync_access(event) -> None:
     if source is None:
         return
     search_index().set_source_access(source_id=source.pk, public=source.public, groups=source.group_names())
+    search_index_refresh_soon()
     documents = source.documents.select_related("source").filter(status=Document.Status.INDEXED)
     for document in documents.iterator():
         if document.indexed_fingerprint != document.fingerprint():

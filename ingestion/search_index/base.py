@@ -110,6 +110,13 @@ class SearchIndex(ABC):
     def optimize(self) -> None:
         """Compact and fold new rows into the indexes (a no-op for engines that need none)."""
 
+    def refresh(self) -> bool:
+        """Make what was written since the last refresh score like everything else in BM25;
+        True if there was anything to do. Rows are searchable as soon as they are written; an
+        engine whose full-text statistics lag behind its writes (LanceDB) catches up here.
+        Called, coalesced, about a second after writes (ingestion.tasks.search_index_refresh)."""
+        return False
+
     @abstractmethod
     def drop(self) -> None:
         """Remove everything (tests, rebuilds)."""

@@ -533,6 +533,10 @@ class ElasticsearchIndex(SearchIndex):
     def ping(self) -> None:
         self._es().info()
 
+    def refresh(self) -> bool:
+        """Elasticsearch keeps one set of statistics per shard whatever was written when."""
+        return False
+
     @_classified
     def optimize(self) -> None:
         """Writes already refresh; folding segments is Elasticsearch's own business."""

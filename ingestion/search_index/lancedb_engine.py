@@ -261,7 +261,24 @@ class LanceDBIndex(SearchIndex):
     def optimize(self) -> None:
         table = self._open()
         if table is not None:
-            table.optimize(cleanup_older_than=timedelta(minutes=10))
+            self._retry(lambda: table.optimize(cleanup_older_than=timedelta(minutes=10)))
+
+    def refresh(self) -> bool:
+        """Rows written after the full-text index was last built are scored by a flat scan with
+        statistics of their own, not comparable with the indexed rows' scores (a chunk whose
+        feedback score was just rewritten would jump or sink in BM25 for no reason of its own).
+        Folding them into the index puts every row on the same statistics."""
+        table = self._open()
+        if table is None:
+            return False
+        fts = next((index.name for index in table.list_indices() if index.index_type == "FTS"), None)
+        if fts is None:
+            return False
+        stats = table.index_stats(fts)
+        if stats is None or not stats.num_unindexed_rows:
+            return False
+        self.optimize()
+        return True
 
     def drop(self) -> None:
         with self._lock:

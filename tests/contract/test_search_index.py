@@ -94,6 +94,7 @@ def test_it_answers_reads_and_ignores_writes_before_anything_is_indexed(engine: 
     engine.set_source_access(source_id=1, public=False, groups=["g"])
     engine.upsert_document(document_id=1, version=1, chunks=[])
     engine.optimize()
+    assert engine.refresh() is False
     engine.ping()
     assert engine.count() == 0
 
@@ -274,6 +275,30 @@ def test_it_stores_feedback_and_returns_it_in_hits(engine: SearchIndex) -> None:
     assert by_knn == {"1-0": pytest.approx(0.75), "1-1": 0.0}
     engine.set_feedback({})
     assert engine.count() == 2
+
+
+def test_bm25_scores_do_not_depend_on_when_a_row_was_written(engine: SearchIndex) -> None:
+    """Rows written one document at a time, and rows rewritten for their feedback score, score
+    like the rest once the index is refreshed: rewriting a chunk's feedback leaves every BM25
+    score where it was (LanceDB scored unindexed rows on statistics of their own)."""
+    texts = {
+        1: "heat pumps move heat from the outside air into the house; a heat pump uses electricity",
+        2: "in winter a heat pump can also heat water for the house",
+        3: "sourdough bread rises slowly because wild yeast ferments the dough overnight",
+        4: "the heat pump tender for the new office is worth two million crowns",
+    }
+    for document_id, text in texts.items():
+        write(engine, document_id, 1, [text])
+    engine.refresh()
+    assert engine.refresh() is False  # nothing new since
+    query = "how does a heat pump heat the house"
+    before = {hit.chunk_id: hit.score for hit in engine.bm25(query, k=10, access=STAFF)}
+    assert set(list(before)[:2]) == {"1-0", "2-0"} and "3-0" not in before
+
+    engine.set_feedback({"1-0": -0.5, "2-0": 0.5})
+    engine.refresh()
+    after = {hit.chunk_id: hit.score for hit in engine.bm25(query, k=10, access=STAFF)}
+    assert after == pytest.approx(before, rel=1e-4)
 
 
 def test_it_lists_chunk_versions_and_counts(engine: SearchIndex) -> None:

@@ -50,6 +50,14 @@ def index_feedback(chunk_id: str) -> float:
     return search_index().get_chunks([chunk_id])[chunk_id].feedback
 
 
+def index_refreshed() -> bool:
+    """True once every row written is in LanceDB's full-text index (the worker's coalesced
+    refresh after writes does that; see SearchIndex.refresh)."""
+    table = search_index()._open()
+    fts = [index.name for index in table.list_indices() if index.index_type == "FTS"]
+    return bool(fts) and table.index_stats(fts[0]).num_unindexed_rows == 0
+
+
 def first_chunk(document: Document) -> str:
     return Chunk.objects.filter(document=document).order_by("ordinal").values_list("id", flat=True).first()
 

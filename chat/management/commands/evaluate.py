@@ -24,8 +24,9 @@ from chat.retrieval import MODES, retrieve
 from ingestion.models import Document, Source
 from ingestion.search_index import AccessFilter, search_index
 
-# The evaluation source's chunking profile, chosen on SciFact's train split (see README): one
-# chunk holds what MiniLM reads (256 positions less [CLS]/[SEP]); neighbours share 32 tokens.
+# The evaluation source's chunking profile: one chunk holds what MiniLM reads (256 positions less
+# [CLS]/[SEP]); neighbours share 32 tokens. On SciFact's train split the platform default (200/32)
+# fused no better (nDCG@10 0.733 either way) with 27% more chunks to embed and search.
 EVAL_CHUNK_SIZE = 254
 EVAL_CHUNK_OVERLAP = 32
 # Chunks asked per query: enough that the chunks map to at least 100 distinct documents for
