@@ -12,8 +12,9 @@ For every vote:
    pipeline again when their content changed; the chat marks answers citing them as stale when
    the new version is indexed (chat/subscriptions.py), and then the consumer rewrites the scores
    of the new version's chunks (`outdated` votes on the old text no longer count);
-3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: a `freshet.reindex.requested`
-   event asks for the document to be cut into larger chunks.
+3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: the document gets its own
+   chunking profile with chunks twice as long and goes through the pipeline again (announced
+   as `freshet.reindex.requested`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back the next one at most this long
 FLUSH_BATCH = 2000  # chunks recounted and written per flush; more are left for the next one
+RECHUNK_MAX_TOKENS = 1024  # the largest chunks repeated `incomplete` votes ask for
 
 
 @functools.cache
@@ -283,11 +285,12 @@ def document_refetch_give_up(*, document_id: int, detail: str) -> None:
 
 # --- incomplete: ask for larger chunks --------------------------------------------------------
 def document_rechunk_request(tally: DocumentFeedback) -> bool:
-    """Publish `freshet.reindex.requested` for larger chunks, once per document.
+    """Re-chunk the document with chunks twice as long (at most RECHUNK_MAX_TOKENS), once per
+    document: its own chunking profile is set and it goes through the pipeline again. The
+    request is also published as `freshet.reindex.requested`, for the event log and anyone
+    who subscribes."""
+    from ingestion.services import document_chunking_set
 
-    Ingestion has no per-document chunking yet (chunking is a source's profile), so the request
-    is an event for it to act on; the tally records that it was made.
-    """
     document = Document.objects.select_related("source").filter(pk=tally.document_id).first()
     if document is None:
         return False
@@ -295,13 +298,15 @@ def document_rechunk_request(tally: DocumentFeedback) -> bool:
         rechunk_requested_at=timezone.now())
     if not claimed:
         return False
-    size, overlap = document.source.chunking
+    size, overlap = document.chunking
+    size, overlap = min(size * 2, RECHUNK_MAX_TOKENS), min(overlap * 2, RECHUNK_MAX_TOKENS // 4)
     event_publish(
         type="freshet.reindex.requested",
         subject=f"documents/{document.pk}",
         data={"document_id": document.pk, "source_id": document.source_id, "reason": "incomplete",
-              "users": tally.incomplete, "chunk_size": size * 2, "chunk_overlap": overlap * 2},
+              "users": tally.incomplete, "chunk_size": size, "chunk_overlap": overlap},
     )
-    logger.info("Document %s: %d users found its passages incomplete; asked for chunks of %d tokens",
-                document.pk, tally.incomplete, size * 2)
+    rechunked = document_chunking_set(document=document, size=size, overlap=overlap)
+    logger.info("Document %s: %d users found its passages incomplete; %s chunks of %d tokens",
+                document.pk, tally.incomplete, "re-chunking it into" if rechunked else "it already has", size)
     return True

@@ -33,7 +33,7 @@ class DocumentForm(forms.ModelForm):
 
     class Meta:
         model = Document
-        fields = ("source", "external_id", "title", "uri")
+        fields = ("source", "external_id", "title", "uri", "chunk_size", "chunk_overlap")
 
     def clean(self):
         cleaned = super().clean()
@@ -85,6 +85,9 @@ class DocumentAdmin(admin.ModelAdmin):
                 uri=form.cleaned_data.get("uri", ""),
             )
             obj.pk = result.document.pk
+            chunking = (form.cleaned_data.get("chunk_size"), form.cleaned_data.get("chunk_overlap"))
+            if chunking != (result.document.chunk_size, result.document.chunk_overlap):
+                services.document_chunking_set(document=result.document, size=chunking[0], overlap=chunking[1])
             obj.refresh_from_db()
         else:
             obj.save()

@@ -78,6 +78,14 @@ class Document(models.Model):
     text = models.TextField(blank=True, help_text="Extracted text, kept so chunks can be rebuilt.")
     chunk_count = models.PositiveIntegerField(default=0)
     indexed_fingerprint = models.CharField(max_length=64, blank=True)
+    # Empty: the source's chunking profile. Set for one document that needs other chunks (the
+    # feedback consumer sets larger ones when users keep finding its passages incomplete).
+    chunk_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per chunk for this document only; empty for its source's profile."
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens shared by neighbouring chunks for this document only."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
@@ -91,9 +99,17 @@ class Document(models.Model):
     def __str__(self) -> str:
         return self.title or self.external_id
 
+    @property
+    def chunking(self) -> tuple[int, int]:
+        """(tokens per chunk, overlap): the document's own profile if it has one, else its source's."""
+        if not self.chunk_size:
+            return self.source.chunking
+        overlap = self.chunk_overlap if self.chunk_overlap is not None else self.source.chunking[1]
+        return self.chunk_size, min(overlap, self.chunk_size // 2)
+
     def fingerprint(self) -> str:
-        """What the index copy must match: content, title, uri and the source's chunking."""
-        size, overlap = self.source.chunking
+        """What the index copy must match: content, title, uri and the chunking."""
+        size, overlap = self.chunking
         raw = f"{self.content_hash}\n{self.title}\n{self.uri}\n{size}:{overlap}"
         return hashlib.sha256(raw.encode()).hexdigest()
 

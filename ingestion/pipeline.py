@@ -147,7 +147,7 @@ def document_parse(document: Document, version: int, data: dict) -> None:
 @stage("chunking")
 def document_chunk(document: Document, version: int, data: dict) -> None:
     model = embedder()
-    size, overlap = document.source.chunking
+    size, overlap = document.chunking
     pieces = chunks_split(document.text, embedder=model, size=size, overlap=overlap)
     if not pieces:
         raise ParseError("The document contains no text to index.")

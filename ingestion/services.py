@@ -84,6 +84,20 @@ def document_reindex(*, document: Document) -> Document:
     return document
 
 
+@transaction.atomic
+def document_chunking_set(*, document: Document, size: int | None, overlap: int | None) -> bool:
+    """Give one document its own chunking profile (None: back to its source's) and send it
+    through the pipeline again if that changes its chunks; True if it does."""
+    document = Document.objects.select_for_update().select_related("source").get(pk=document.pk)
+    before = document.chunking
+    document.chunk_size, document.chunk_overlap = size, overlap
+    Document.objects.filter(pk=document.pk).update(chunk_size=size, chunk_overlap=overlap)
+    if document.chunking == before:
+        return False
+    document_reindex(document=document)
+    return True
+
+
 def document_delete(*, document: Document) -> None:
     """Delete the document; the signal's event removes its chunks from the index."""
     document.delete()

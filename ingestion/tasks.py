@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import redis
 from celery import shared_task
@@ -14,6 +15,7 @@ from ingestion.search_index import search_index
 logger = logging.getLogger(__name__)
 
 REFRESH_GUARD_SECONDS = 30  # a lost refresh task holds back the next one at most this long
+REFRESH_COST_FACTOR = 5  # refreshes at most every 5x the last refresh's duration
 
 
 @functools.cache
@@ -23,6 +25,10 @@ def _redis() -> redis.Redis:
 
 def _refresh_flag() -> str:
     return f"{settings.REDIS_KEY_PREFIX}search-index:refresh-scheduled"
+
+
+def _refresh_cost() -> str:
+    return f"{settings.REDIS_KEY_PREFIX}search-index:refresh-seconds"
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -37,8 +43,11 @@ def search_index_refresh() -> None:
     """Fold what was written since the last refresh into the full-text index (see
     SearchIndex.refresh). The flag is cleared before the work, so a write landing meanwhile
     schedules the next refresh instead of being missed."""
-    _redis().delete(_refresh_flag())
-    search_index().refresh()
+    r = _redis()
+    r.delete(_refresh_flag())
+    started = time.monotonic()
+    if search_index().refresh():
+        r.set(_refresh_cost(), f"{time.monotonic() - started:.3f}", ex=3600)
 
 
 def search_index_refresh_soon() -> None:
@@ -46,9 +55,14 @@ def search_index_refresh_soon() -> None:
     writes ask for it (Elasticsearch's refresh interval, for the embedded engine). Without Redis
     the refresh waits for the scheduled compaction, which does the same; the write itself stands."""
     try:
-        scheduled = _redis().set(_refresh_flag(), "1", nx=True, ex=REFRESH_GUARD_SECONDS)
-    except redis.RedisError as error:
+        r = _redis()
+        scheduled = r.set(_refresh_flag(), "1", nx=True, ex=REFRESH_GUARD_SECONDS)
+        cost = float(r.get(_refresh_cost()) or 0.0) if scheduled else 0.0
+    except (redis.RedisError, ValueError) as error:
         logger.warning("Search index refresh not scheduled (%s); the scheduled compaction will do it", error)
         return
     if scheduled:
-        search_index_refresh.apply_async(countdown=settings.SEARCH_INDEX_REFRESH_SECONDS, queue="index")
+        # A refresh grows with the index: on a large one, wait long enough that refreshing takes
+        # at most 1/REFRESH_COST_FACTOR of a core while documents stream in.
+        countdown = min(max(settings.SEARCH_INDEX_REFRESH_SECONDS, REFRESH_COST_FACTOR * cost), REFRESH_GUARD_SECONDS)
+        search_index_refresh.apply_async(countdown=countdown, queue="index")

@@ -17,7 +17,7 @@ from feedback.handlers import feedback_received
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.selectors import Vote, feedback_score
 from feedback.services import feedback_record
-from ingestion.models import Document
+from ingestion.models import Document, Source
 from ingestion.services import document_ingest
 from tests.factories import SourceFactory, UserFactory
 from tests.feedback.conftest import message_citing
@@ -156,8 +156,15 @@ def test_repeated_incomplete_asks_once_for_larger_chunks(documents, settings, ha
     size, overlap = document.source.chunking
     assert requests()[0] == {"document_id": document.pk, "source_id": document.source_id, "reason": "incomplete",
                              "users": 3, "chunk_size": 2 * size, "chunk_overlap": 2 * overlap}
+    # The document now has its own, larger chunking, and a new version went through the pipeline
+    # (eagerly, in this test) with it.
+    rechunked = Document.objects.get(pk=document.pk)
+    assert rechunked.chunking == (2 * size, 2 * overlap) and rechunked.version == document.version + 1
+    assert rechunked.indexed_fingerprint == rechunked.fingerprint() != document.fingerprint()
+    assert Source.objects.get(pk=document.source_id).chunking == (size, overlap)  # the source is untouched
     incomplete_from_a_new_user()
     assert len(requests()) == 1  # once per document
+    assert Document.objects.get(pk=document.pk).version == document.version + 1
     tally_row = DocumentFeedback.objects.get(document_id=document.pk)
     assert tally_row.incomplete == 4 and tally_row.rechunk_requested_at is not None
 

@@ -6,7 +6,13 @@ from chat.retrieval import retrieve
 from events.models import Event
 from ingestion.models import Chunk, Document
 from ingestion.search_index import AccessFilter, search_index
-from ingestion.services import document_delete, document_ingest, document_reindex, source_delete
+from ingestion.services import (
+    document_chunking_set,
+    document_delete,
+    document_ingest,
+    document_reindex,
+    source_delete,
+)
 from tests.conftest import wait_for
 from tests.factories import SourceFactory
 from tests.samples import PNG_BYTES, pdf_bytes
@@ -97,6 +103,27 @@ def test_reindex_runs_the_pipeline_again(worker):
     document = settled(document, version=2)
     assert document.status == Document.Status.INDEXED
     assert event_types(document).count("freshet.chunks.embedded") == 2
+
+
+def test_a_document_of_its_own_chunking_is_cut_again_and_its_source_is_not(worker):
+    source = SourceFactory(chunk_size=100, chunk_overlap=10)
+    document = settled(document_ingest(source=source, external_id="own", content=long_text("moraines", 6).encode())
+                       .document)
+    neighbour = settled(document_ingest(source=source, external_id="neighbour",
+                                        content=long_text("eskers", 6).encode()).document)
+    small = document.chunk_count
+    assert small >= 4
+
+    assert document_chunking_set(document=document, size=400, overlap=20)
+    assert not document_chunking_set(document=document, size=400, overlap=20)  # nothing new: no rerun
+    document = settled(document, version=2)
+    assert document.status == Document.Status.INDEXED, document.error
+    assert document.chunk_count < small
+    tokens = list(Chunk.objects.filter(document=document).values_list("token_count", flat=True))
+    assert max(tokens) > 100 and all(t <= 400 for t in tokens)
+    assert sorted(search_index().chunk_versions(document_id=document.pk).values()) == [2] * document.chunk_count
+    neighbour.refresh_from_db()
+    assert (neighbour.version, neighbour.chunk_count) == (1, small)
 
 
 def test_deleting_a_document_or_a_source_removes_their_chunks(worker):
