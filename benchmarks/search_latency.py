@@ -47,17 +47,19 @@ def queries_of(dataset: Path, split: str) -> list[str]:
     return [row["text"] for row in rows if row["_id"] in judged]
 
 
-def prepare_local(dataset: Path) -> tuple[str, int]:
-    """A token for a staff benchmark user, and the evaluation source's id."""
+def prepare_local(dataset: Path, source_id: int | None = None) -> tuple[str, int]:
+    """A token for a staff benchmark user, and the id of the source to search (`source_id`, or
+    the evaluation source of `dataset`)."""
     django_setup(isolated=False)
     from django.contrib.auth.models import User
     from rest_framework.authtoken.models import Token
 
     from ingestion.models import Source
 
-    source = Source.objects.filter(name=f"eval:{dataset.name}").first()
+    sources = Source.objects.filter(pk=source_id) if source_id else Source.objects.filter(name=f"eval:{dataset.name}")
+    source = sources.first()
     if source is None or not source.documents.exists():
-        raise SystemExit(f"No source eval:{dataset.name} here: load it first with "
+        raise SystemExit(f"No source {source_id or 'eval:' + dataset.name} with documents here: load it first with "
                          f"`manage.py evaluate --dataset {dataset}` (same environment).")
     user, _ = User.objects.get_or_create(username="search-benchmark", defaults={"is_staff": True})
     if not user.is_staff:
@@ -149,8 +151,7 @@ def main() -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         sys.path.insert(0, str(ROOT))
     else:
-        token, source = prepare_local(args.dataset)
-        source = args.source or source
+        token, source = prepare_local(args.dataset, args.source)
         port = free_port()
         log = Path(os.environ.get("FRESHET_VAR_DIR", ROOT / "var")) / "search-latency-daphne.log"
         process = start_daphne(port, log)

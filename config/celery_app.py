@@ -3,13 +3,22 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("freshet")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def remember_concurrency(sender=None, **kwargs) -> None:
+    """Tell the pool's child processes (forked after this) how many of them share the machine,
+    so each gives the embedding model its share of the cores (ingestion.embedding)."""
+    concurrency = getattr(sender, "concurrency", None)
+    if concurrency:
+        os.environ["FRESHET_WORKER_PROCESSES"] = str(concurrency)
 
 
 @worker_process_init.connect

@@ -176,6 +176,9 @@ EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
 EMBEDDING_URL = env_str("EMBEDDING_URL", "")  # a TEI / Inference Endpoint server, optional
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64, minimum=1)
 EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
+# CPU threads per process for the model; 0: a worker's pool processes share the cores, any other
+# process uses them all (ingestion.embedding.embedding_threads).
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
 
 # --- Ingestion ------------------------------------------------------------------------------
 CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 200, minimum=16)

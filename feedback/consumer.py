@@ -13,7 +13,7 @@ For every vote:
    the new version is indexed (chat/subscriptions.py), and then the consumer rewrites the scores
    of the new version's chunks (`outdated` votes on the old text no longer count);
 3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: the document gets its own
-   chunking profile with chunks twice as long and goes through the pipeline again (announced
+   chunking profile with chunks twice as long (up to the model's window) and goes through the pipeline again (announced
    as `freshet.reindex.requested`).
 """
 
@@ -36,6 +36,7 @@ from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.refetch import RefetchFailed, refetch_url, url_fetch
 from feedback.selectors import document_tally_counts, feedback_score, votes_counted, votes_touching
+from ingestion.embedding import embedder
 from ingestion.models import Document
 from ingestion.search_index import search_index
 from ingestion.tasks import search_index_refresh_soon
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back the next one at most this long
 FLUSH_BATCH = 2000  # chunks recounted and written per flush; more are left for the next one
-RECHUNK_MAX_TOKENS = 1024  # the largest chunks repeated `incomplete` votes ask for
 
 
 @functools.cache
@@ -285,8 +285,8 @@ def document_refetch_give_up(*, document_id: int, detail: str) -> None:
 
 # --- incomplete: ask for larger chunks --------------------------------------------------------
 def document_rechunk_request(tally: DocumentFeedback) -> bool:
-    """Re-chunk the document with chunks twice as long (at most RECHUNK_MAX_TOKENS), once per
-    document: its own chunking profile is set and it goes through the pipeline again. The
+    """Re-chunk the document with chunks twice as long (at most the embedding model's window),
+    once per document: its own chunking profile is set and it goes through the pipeline again. The
     request is also published as `freshet.reindex.requested`, for the event log and anyone
     who subscribes."""
     from ingestion.services import document_chunking_set
@@ -299,7 +299,10 @@ def document_rechunk_request(tally: DocumentFeedback) -> bool:
     if not claimed:
         return False
     size, overlap = document.chunking
-    size, overlap = min(size * 2, RECHUNK_MAX_TOKENS), min(overlap * 2, RECHUNK_MAX_TOKENS // 4)
+    # Twice as long, up to what the embedding model reads (a longer chunk would be embedded by
+    # its beginning only, and found by it).
+    window = embedder().max_tokens - 2
+    size, overlap = min(size * 2, window), min(overlap * 2, window // 4)
     event_publish(
         type="freshet.reindex.requested",
         subject=f"documents/{document.pk}",

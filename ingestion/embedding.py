@@ -8,6 +8,7 @@ A local folder is loaded as is; anything else is a Hub repo id fetched with snap
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,19 @@ def model_path(name: str) -> str:
     return snapshot_download(repo_id=name)
 
 
+def embedding_threads() -> int:
+    """Threads the model may use in this process: EMBEDDING_THREADS if set; in a Celery worker's
+    pool process, the cores divided among the pool's processes (two processes with a thread per
+    core each would fight over the cores: more work for the same result); otherwise 0, torch's
+    own choice (every core)."""
+    if settings.EMBEDDING_THREADS:
+        return settings.EMBEDDING_THREADS
+    processes = int(os.environ.get("FRESHET_WORKER_PROCESSES") or 0)
+    if processes > 0:
+        return max(1, (os.cpu_count() or 1) // processes)
+    return 0
+
+
 class Embedder:
     """Encodes texts into L2-normalised float32 vectors; counts tokens with the model's tokenizer."""
 
@@ -46,7 +60,12 @@ class Embedder:
     def model(self):
         from sentence_transformers import SentenceTransformer
 
-        logger.info("Loading embedding model %s from %s", self.name, self.path)
+        threads = embedding_threads()
+        if threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
+        logger.info("Loading embedding model %s from %s (%s threads)", self.name, self.path, threads or "all")
         return SentenceTransformer(self.path, device=self.device)
 
     @cached_property

@@ -93,6 +93,10 @@ def test_a_thumbs_down_with_a_comment_becomes_an_evaluation_case(staff_client, v
 def test_evaluate_cases_needs_cases(db):
     with pytest.raises(CommandError, match="no evaluation cases yet"):
         call_command("evaluate_cases")
+    with pytest.raises(CommandError, match="no evaluation cases yet"):
+        call_command("evaluate", "--cases")
+    with pytest.raises(CommandError, match="--dataset DIR"):
+        call_command("evaluate")
 
 
 @pytest.mark.worker
@@ -116,3 +120,6 @@ def test_evaluate_cases_runs_the_cases_through_retrieval(corpus):
     table = StringIO()
     call_command("evaluate_cases", stdout=table)
     assert "2 cases, mode hybrid: nDCG@10" in table.getvalue()
+    through_evaluate = StringIO()  # the evaluation command runs them too
+    call_command("evaluate", "--cases", "--json", stdout=through_evaluate)
+    assert json.loads(through_evaluate.getvalue()) == report

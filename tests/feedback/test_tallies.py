@@ -17,6 +17,7 @@ from feedback.handlers import feedback_received
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.selectors import Vote, feedback_score
 from feedback.services import feedback_record
+from ingestion.embedding import embedder
 from ingestion.models import Document, Source
 from ingestion.services import document_ingest
 from tests.factories import SourceFactory, UserFactory
@@ -154,12 +155,15 @@ def test_repeated_incomplete_asks_once_for_larger_chunks(documents, settings, ha
     incomplete_from_a_new_user()
     assert len(requests()) == 1
     size, overlap = document.source.chunking
+    window = embedder().max_tokens - 2  # chunks twice as long, up to what the model reads
+    larger = (min(2 * size, window), min(2 * overlap, window // 4))
+    assert larger[0] > size
     assert requests()[0] == {"document_id": document.pk, "source_id": document.source_id, "reason": "incomplete",
-                             "users": 3, "chunk_size": 2 * size, "chunk_overlap": 2 * overlap}
+                             "users": 3, "chunk_size": larger[0], "chunk_overlap": larger[1]}
     # The document now has its own, larger chunking, and a new version went through the pipeline
     # (eagerly, in this test) with it.
     rechunked = Document.objects.get(pk=document.pk)
-    assert rechunked.chunking == (2 * size, 2 * overlap) and rechunked.version == document.version + 1
+    assert rechunked.chunking == larger and rechunked.version == document.version + 1
     assert rechunked.indexed_fingerprint == rechunked.fingerprint() != document.fingerprint()
     assert Source.objects.get(pk=document.source_id).chunking == (size, overlap)  # the source is untouched
     incomplete_from_a_new_user()

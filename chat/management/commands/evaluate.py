@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -40,8 +41,11 @@ class Command(BaseCommand):
             "and latency.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--dataset", required=True, metavar="DIR",
+        parser.add_argument("--dataset", metavar="DIR",
                             help="Folder with corpus.jsonl[.gz], queries.jsonl and qrels/SPLIT.tsv.")
+        parser.add_argument("--cases", action="store_true",
+                            help="Run the reviewers' evaluation cases (made from feedback in the admin) instead "
+                                 "of a dataset: `manage.py evaluate_cases`.")
         parser.add_argument("--split", default="test", help="The qrels split to evaluate (default test).")
         parser.add_argument("--k", type=int, default=10, help="Cut-off for nDCG and MRR (default 10).")
         parser.add_argument("--mode", choices=MODES, default="hybrid")
@@ -57,6 +61,14 @@ class Command(BaseCommand):
     def handle(self, *args, dataset, split, k, mode, limit, chunk_size, chunk_overlap, timeout, **options):
         if k < 1:
             raise CommandError("--k must be at least 1.")
+        if options["cases"]:
+            if dataset:
+                raise CommandError("Give --dataset or --cases, not both.")
+            call_command("evaluate_cases", mode=mode, k=k, json=options["json"], stdout=self.stdout,
+                         stderr=self.stderr)
+            return
+        if not dataset:
+            raise CommandError("Give --dataset DIR (a BEIR-layout dataset), or --cases.")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
         if chunk_size < 16 or chunk_overlap < 0:
