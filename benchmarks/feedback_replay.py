@@ -202,6 +202,20 @@ def feedback_reset(source) -> None:
         model.objects.all().delete()
     ids = list(Chunk.objects.filter(document__source=source).values_list("id", flat=True))
     search_index().set_feedback(dict.fromkeys(ids, 0.0))
+    index_refresh()
+
+
+def index_refresh() -> None:
+    """Rewritten rows back into the full-text index (the worker does it a second after its own
+    writes), so BM25 is measured on the same statistics before and after."""
+    from ingestion.search_index import search_index
+
+    for attempt in range(8):
+        try:
+            search_index().refresh()
+            return
+        except (RuntimeError, OSError, ValueError):
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def consumer_settled(timeout: float = 600) -> float:
@@ -262,6 +276,7 @@ def replay(queries: dict[str, str], qrels, external: dict[int, str]) -> dict[str
             print(f"  asked and voted {number}/{len(queries)} queries, {time.monotonic() - started:.0f} s", flush=True)
     asked = time.monotonic() - started
     waited = consumer_settled()
+    index_refresh()
     return {"votes": votes, "up": ups, "seconds": asked, "settle_seconds": waited,
             "index_writes": table_version() - writes_before}
 

@@ -36,8 +36,8 @@ class Fusion:
       candidates (best 1, worst 0; a chunk missing from a list gets 0 from it),
       score = sum_i weight_i * normalised_i.
 
-    `feedback_weight` is the feedback hook: a chunk's fused score is multiplied by
-    (1 + feedback_weight * feedback), so 0 leaves the ranking alone.
+    `feedback_weight` is the feedback boost (`apply_feedback`): a chunk's fused score is
+    multiplied by 2 ** (feedback_weight * feedback), so 0 leaves the ranking alone.
     """
 
     # Defaults: the fusion chosen on SciFact's train split (809 queries): convex 0.55/0.45 gave
