@@ -65,9 +65,9 @@ def test_fusion_parameters_are_checked_and_read_from_settings():
     with pytest.raises(ValueError):
         Fusion(candidates=0)
     with override_settings(SEARCH_FUSION="convex", SEARCH_BM25_WEIGHT=0.3, SEARCH_KNN_WEIGHT=0.7,
-                           SEARCH_CANDIDATES=40):
+                           SEARCH_CANDIDATES=40, SEARCH_FEEDBACK_WEIGHT=0.5):
         assert default_fusion() == Fusion(method="convex", rrf_k=default_fusion().rrf_k, bm25_weight=0.3,
-                                          knn_weight=0.7, candidates=40, feedback_weight=0.0)
+                                          knn_weight=0.7, candidates=40, feedback_weight=0.5)
 
 
 def test_feedback_hook_is_neutral_at_weight_zero_and_moves_hits_otherwise():
