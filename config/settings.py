@@ -166,9 +166,9 @@ if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
 SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  # writes -> full-text stats, coalesced
 # The feedback boost: a chunk's fused score x 2 ** (weight x its feedback score in (-1, 1)); 0 turns
-# feedback off. 1.0 chosen on SciFact's train split with FEEDBACK_PRIOR 1 and FEEDBACK_DOWN_WEIGHT 1
-# (`benchmarks/feedback_replay.py --tune`: +0.108 nDCG@10 on voted queries, +0.020 on the others).
-SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 1.0)
+# feedback off. 1.5 chosen on SciFact's train split with FEEDBACK_PRIOR 1 and FEEDBACK_DOWN_WEIGHT
+# 0.5 (`benchmarks/feedback_replay.py --tune`: +0.115 nDCG@10 on the voted half, +0.010 on the other).
+SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 1.5)
 if SEARCH_FEEDBACK_WEIGHT < 0:
     raise ImproperlyConfigured("SEARCH_FEEDBACK_WEIGHT must not be negative.")
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
@@ -284,7 +284,7 @@ REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})["chat"] = _throttle_rate
 FEEDBACK_PRIOR = env_float("FEEDBACK_PRIOR", 1.0)  # pseudo-votes at 0: one vote moves a chunk 1/(1+prior)
 if FEEDBACK_PRIOR <= 0:
     raise ImproperlyConfigured("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
-FEEDBACK_DOWN_WEIGHT = env_float("FEEDBACK_DOWN_WEIGHT", 1.0)  # a thumbs-down's weight beside a thumbs-up's
+FEEDBACK_DOWN_WEIGHT = env_float("FEEDBACK_DOWN_WEIGHT", 0.5)  # a thumbs-down's weight beside a thumbs-up's
 if not 0 <= FEEDBACK_DOWN_WEIGHT <= 1:
     raise ImproperlyConfigured("FEEDBACK_DOWN_WEIGHT must be between 0 and 1.")
 FEEDBACK_HALF_LIFE_DAYS = env_float("FEEDBACK_HALF_LIFE_DAYS", 90.0)  # a vote's weight halves every N days

@@ -105,8 +105,8 @@ def feedback_score(votes: Iterable[Vote], *, now: datetime | None = None, prior:
     Always strictly inside (-1, 1); one fresh vote moves it by 1 / (1 + prior) at most, and a vote
     weighs half as much every half-life, so old opinions fade unless people repeat them. A
     thumbs-down may weigh less than a thumbs-up (FEEDBACK_DOWN_WEIGHT < 1): that a passage did
-    not answer one person's question can say less about it than that it answered one. On
-    SciFact's train split equal weights did as well as any (README, "Benchmarks").
+    not answer one person's question says less about it than that it answered one (the
+    default, 0.5, was chosen on SciFact's train split: README, "Benchmarks").
     """
     now = now or timezone.now()
     prior = settings.FEEDBACK_PRIOR if prior is None else prior

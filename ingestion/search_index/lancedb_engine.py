@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TABLE = "chunks"
+# Filter columns with an index each (see _ensure_indexes).
+SCALAR_INDEXES = (("public", "BITMAP"), ("groups", "LABEL_LIST"), ("source_id", "BTREE"),
+                  ("document_id", "BTREE"), ("id", "BTREE"))
+VECTOR_INDEX_MIN_ROWS = 4096  # below this a flat scan is as fast as an index
+VECTOR_INDEX_ROWS_PER_PARTITION = 2500
+EXHAUSTIVE = 1 << 20  # probe every partition: exact results (clamped to the partitions there are)
 HIT_COLUMNS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback"]
 
 
@@ -47,7 +53,7 @@ class LanceDBIndex(SearchIndex):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._table = None
-        self._fts_ready = False
+        self._indexes_ready = False
 
     # --- plumbing ---------------------------------------------------------------------------
     def _db(self):
@@ -88,14 +94,38 @@ class LanceDBIndex(SearchIndex):
                         return None  # nothing indexed yet
         return self._table
 
-    def _ensure_fts(self, table) -> None:
-        if self._fts_ready:
+    def _ensure_indexes(self, table) -> None:
+        """The full-text index, and scalar indexes on what every query filters by (access, source,
+        document, id): without them each filtered search scans every row's filter columns."""
+        if self._indexes_ready:
             return
-        if not any(index.index_type == "FTS" for index in table.list_indices()):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
+        held = {tuple(index.columns) for index in table.list_indices()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if ("body",) not in held:
                 table.create_fts_index("body", use_tantivy=False, replace=True)
-        self._fts_ready = True
+            for column, kind in SCALAR_INDEXES:
+                if (column,) not in held:
+                    try:
+                        table.create_scalar_index(column, index_type=kind, replace=False)
+                    except (RuntimeError, OSError, ValueError) as error:  # another process made it first
+                        logger.info("Scalar index on %s not created here: %s", column, error)
+        self._indexes_ready = True
+
+    def _ensure_vector_index(self, table) -> None:
+        """An IVF_FLAT index once the table is large enough for it to pay. Searched with every
+        partition probed, it returns exactly what a flat scan does (the SciFact evaluation is
+        unchanged) in a third of the time; rows written since it was built are scanned flat until
+        the next optimize folds them in."""
+        if any(index.columns == ["vector"] for index in table.list_indices()):
+            return
+        rows = table.count_rows()
+        if rows < VECTOR_INDEX_MIN_ROWS:
+            return
+        partitions = max(1, min(256, rows // VECTOR_INDEX_ROWS_PER_PARTITION))
+        logger.info("Building the vector index over %d rows (%d partitions)", rows, partitions)
+        self._retry(lambda: table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_FLAT",
+                                               num_partitions=partitions, replace=False))
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Retry a write that lost an optimistic-concurrency race with another process."""
@@ -128,7 +158,7 @@ class LanceDBIndex(SearchIndex):
                 .when_not_matched_insert_all()
                 .execute(rows)
             ))
-            self._ensure_fts(table)
+            self._ensure_indexes(table)
         version = int(version)
         stale = f"document_id = {doc} AND (version < {version} OR (version = {version} AND ordinal >= {len(chunks)}))"
         if any(row["version"] < version for row in held) or len(held) > len(chunks):
@@ -205,7 +235,7 @@ class LanceDBIndex(SearchIndex):
         table = self._open()
         if table is None or not text.strip():
             return []
-        self._ensure_fts(table)
+        self._ensure_indexes(table)
         query = table.search(text, query_type="fts", fts_columns="body")
         where = access_where(access)
         if where:
@@ -217,7 +247,7 @@ class LanceDBIndex(SearchIndex):
         table = self._open()
         if table is None:
             return []
-        query = table.search(list(vector), vector_column_name="vector").distance_type("cosine")
+        query = table.search(list(vector), vector_column_name="vector").distance_type("cosine").nprobes(EXHAUSTIVE)
         where = access_where(access)
         if where:
             query = query.where(where, prefilter=True)
@@ -261,6 +291,7 @@ class LanceDBIndex(SearchIndex):
     def optimize(self) -> None:
         table = self._open()
         if table is not None:
+            self._ensure_vector_index(table)
             self._retry(lambda: table.optimize(cleanup_older_than=timedelta(minutes=10)))
 
     def refresh(self) -> bool:
@@ -286,4 +317,4 @@ class LanceDBIndex(SearchIndex):
             if TABLE in db.list_tables().tables:
                 db.drop_table(TABLE)
             self._table = None
-            self._fts_ready = False
+            self._indexes_ready = False
