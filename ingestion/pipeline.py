@@ -207,6 +207,10 @@ def document_embed(document: Document, version: int, data: dict) -> None:
     r.zrem(_embed_pending_key(), member)
     if r.exists(_vectors_key(document.pk, version)):
         return  # embedded in another task's batch
+    # ... and perhaps indexed already: the index stage marks the document indexed before it
+    # drops the vectors, so one of the two checks sees it (this one costs a query, so second).
+    if Document.objects.filter(pk=document.pk, version=version, status=Document.Status.INDEXED).exists():
+        return
     if not r.set(_embed_claim_key(member), "1", nx=True, ex=EMBED_CLAIM_SECONDS):
         raise TransientError(f"document {member} is being embedded in another batch")
     claimed = [member]

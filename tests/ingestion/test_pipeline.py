@@ -97,6 +97,19 @@ def test_new_content_replaces_old_chunks_and_same_content_is_not_reembedded(work
     assert document.status == Document.Status.INDEXED
 
 
+def test_a_burst_of_documents_is_embedded_and_indexed_once_each(worker):
+    """Documents arriving together are embedded in shared batches; each one's own embed task then
+    finds it done (its vectors handed on, or already indexed) and does nothing."""
+    source = SourceFactory()
+    documents = [document_ingest(source=source, external_id=f"burst-{i}", content=f"Burst note {i}.".encode())
+                 .document for i in range(30)]
+    for document in documents:
+        assert settled(document).status == Document.Status.INDEXED
+    for document in documents:
+        stages = event_types(document)
+        assert stages.count("freshet.chunks.embedded") == 1 and stages.count("freshet.document.indexed") == 1, stages
+
+
 def test_reindex_runs_the_pipeline_again(worker):
     document = settled(document_ingest(source=SourceFactory(), external_id="r", content=b"Reindex me.").document)
     document_reindex(document=document)
