@@ -36,15 +36,15 @@ def test_votes_change_the_ranking_on_elasticsearch(transactional_db, elasticsear
     assert ranking()[:2] == [first, second]
     assert index_feedback(first) == 0.0
 
-    voters = [UserFactory(), UserFactory()]
+    voters = [UserFactory(), UserFactory(), UserFactory()]  # a few people agreeing move a passage
     for user in voters:
         message = ask(user, corpus.question)
         feedback_record(user=user, message_id=message.pk, rating=-1, chunk_id=first)
         feedback_record(user=user, message_id=message.pk, rating=1, chunk_id=second)
 
-    down = 2 * settings.FEEDBACK_DOWN_WEIGHT  # two thumbs-down, each weighing FEEDBACK_DOWN_WEIGHT
+    down = 3 * settings.FEEDBACK_DOWN_WEIGHT  # three thumbs-down, each weighing FEEDBACK_DOWN_WEIGHT
     assert index_feedback(first) == pytest.approx(-down / (down + settings.FEEDBACK_PRIOR), abs=1e-3)
-    assert index_feedback(second) == pytest.approx(2 / (2 + settings.FEEDBACK_PRIOR), abs=1e-3)
+    assert index_feedback(second) == pytest.approx(3 / (3 + settings.FEEDBACK_PRIOR), abs=1e-3)
     after = ranking()
     assert after[0] == second and after.index(first) > 0
-    assert ChunkFeedback.objects.get(chunk_id=first).down == 2
+    assert ChunkFeedback.objects.get(chunk_id=first).down == 3
