@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import lancedb
 import pyarrow as pa
+from lancedb.index import IvfFlat
 
 from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
 
@@ -124,8 +125,8 @@ class LanceDBIndex(SearchIndex):
             return
         partitions = max(1, min(256, rows // VECTOR_INDEX_ROWS_PER_PARTITION))
         logger.info("Building the vector index over %d rows (%d partitions)", rows, partitions)
-        self._retry(lambda: table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_FLAT",
-                                               num_partitions=partitions, replace=False))
+        config = IvfFlat(distance_type="cosine", num_partitions=partitions)
+        self._retry(lambda: table.create_index("vector", config=config, replace=False))
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Retry a write that lost an optimistic-concurrency race with another process."""
