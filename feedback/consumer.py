@@ -13,8 +13,8 @@ For every vote:
    the new version is indexed (chat/subscriptions.py), and then the consumer rewrites the scores
    of the new version's chunks (`outdated` votes on the old text no longer count);
 3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: the document gets its own
-   chunking profile with chunks twice as long (up to the model's window) and goes through the pipeline again (announced
-   as `freshet.reindex.requested`).
+   chunking profile with chunks twice as long (up to the model's window) and goes through the
+   pipeline again (announced as `freshet.reindex.requested`).
 """
 
 from __future__ import annotations
