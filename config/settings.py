@@ -180,6 +180,8 @@ SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
 EMBEDDING_URL = env_str("EMBEDDING_URL", "")  # a TEI / Inference Endpoint server, optional
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64, minimum=1)
+# Texts per forward pass of the model; 0: 4 on a CPU (less padding), EMBEDDING_BATCH_SIZE elsewhere.
+EMBEDDING_FORWARD_BATCH = env_int("EMBEDDING_FORWARD_BATCH", 0, minimum=0)
 EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
 # CPU threads per process for the model; 0: a worker's pool processes share the cores, any other
 # process uses them all (ingestion.embedding.embedding_threads).
