@@ -210,12 +210,7 @@ def index_refresh() -> None:
     writes), so BM25 is measured on the same statistics before and after."""
     from ingestion.search_index import search_index
 
-    for attempt in range(8):
-        try:
-            search_index().refresh()
-            return
-        except (RuntimeError, OSError, ValueError):
-            time.sleep(0.5 * 2 ** attempt)
+    search_index().refresh()
 
 
 def consumer_settled(timeout: float = 600) -> float:

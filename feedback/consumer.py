@@ -19,7 +19,6 @@ For every vote:
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -31,11 +30,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import Citation
+from config.redis_client import redis_client
 from events.errors import TransientError
 from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.refetch import RefetchFailed, refetch_url, url_fetch
 from feedback.selectors import document_tally_counts, feedback_score, votes_counted, votes_touching
+from ingestion.chunking import max_chunk_tokens
 from ingestion.embedding import embedder
 from ingestion.models import Document
 from ingestion.search_index import search_index
@@ -45,11 +46,6 @@ logger = logging.getLogger(__name__)
 
 FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back the next one at most this long
 FLUSH_BATCH = 2000  # chunks recounted and written per flush; more are left for the next one
-
-
-@functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 def _key(name: str) -> str:
@@ -111,7 +107,7 @@ def feedback_mark_dirty(*, chunk_ids: Iterable[str] = (), document_ids: Iterable
 
 def _dirty_add(chunk_ids: list[str], document_ids: list[int]) -> None:
     try:
-        r = _redis()
+        r = redis_client()
         if chunk_ids:
             r.sadd(_key("dirty-chunks"), *chunk_ids)
         if document_ids:
@@ -128,7 +124,7 @@ def flush_schedule() -> None:
     from feedback.tasks import feedback_flush
 
     try:
-        scheduled = _redis().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
+        scheduled = redis_client().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
     except redis.RedisError as error:
         raise TransientError(f"Redis: {error}") from error
     if scheduled:
@@ -136,14 +132,14 @@ def flush_schedule() -> None:
 
 
 def _pop(name: str, limit: int) -> list[str]:
-    popped = _redis().spop(_key(name), limit) or []
+    popped = redis_client().spop(_key(name), limit) or []
     return [raw.decode() for raw in popped]
 
 
 def feedback_scores_flush() -> int:
     """Recount the dirty chunks and documents and write the chunks' scores to the search index
     in one call; returns how many chunks were written."""
-    r = _redis()
+    r = redis_client()
     r.delete(_key("flush-scheduled"))
     chunk_ids = _pop("dirty-chunks", FLUSH_BATCH)
     document_ids = sorted(int(d) for d in _pop("dirty-documents", FLUSH_BATCH))
@@ -301,7 +297,7 @@ def document_rechunk_request(tally: DocumentFeedback) -> bool:
     size, overlap = document.chunking
     # Twice as long, up to what the embedding model reads (a longer chunk would be embedded by
     # its beginning only, and found by it).
-    window = embedder().max_tokens - 2
+    window = max_chunk_tokens(embedder())
     size, overlap = min(size * 2, window), min(overlap * 2, window // 4)
     event_publish(
         type="freshet.reindex.requested",

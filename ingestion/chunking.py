@@ -18,10 +18,15 @@ class TextChunk:
     token_count: int
 
 
+def max_chunk_tokens(embedder: Embedder) -> int:
+    """The longest chunk the model reads whole: its window less [CLS] and [SEP]."""
+    return embedder.max_tokens - 2
+
+
 def chunks_split(text: str, *, embedder: Embedder, size: int, overlap: int) -> list[TextChunk]:
     """Split `text` into chunks of at most `size` tokens (as the model counts them), neighbours
     sharing about `overlap` tokens. The size is capped to what the model reads."""
-    size = max(16, min(size, embedder.max_tokens - 2))  # [CLS] and [SEP] take two positions
+    size = max(16, min(size, max_chunk_tokens(embedder)))
     overlap = max(0, min(overlap, size // 2))
     splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
         embedder.tokenizer,

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from config.redis_client import redis_client
 from events.errors import TransientError
 from events.services import event_publish
 from ingestion.chunking import chunks_split
@@ -41,15 +42,6 @@ TRANSIENT = (TransientError, ConnectionError, TimeoutError, redis.RedisError,
 
 class StaleJob(Exception):
     """The document is gone or newer than this job: drop the job."""
-
-
-def _redis() -> redis.Redis:
-    return _redis_client()
-
-
-@functools.cache
-def _redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 def _data(event) -> dict[str, Any]:
@@ -165,7 +157,7 @@ def document_chunk(document: Document, version: int, data: dict) -> None:
             update_fields=["text", "token_count", "embedding_model", "version", "ordinal"],
         )
         member = f"{document.pk}:{version}"
-        transaction.on_commit(lambda: _redis().zadd(_embed_pending_key(), {member: time.time()}))
+        transaction.on_commit(lambda: redis_client().zadd(_embed_pending_key(), {member: time.time()}))
         _publish("freshet.document.chunked", document, version, chunks=len(rows))
 
 
@@ -202,7 +194,7 @@ def document_embed(document: Document, version: int, data: dict) -> None:
     claimed by another batch retries shortly (transient), and finds its vectors there. If a
     batch dies, its claims expire and every document's own task embeds it: nothing is lost.
     """
-    r = _redis()
+    r = redis_client()
     member = f"{document.pk}:{version}"
     r.zrem(_embed_pending_key(), member)
     if r.exists(_vectors_key(document.pk, version)):
@@ -264,7 +256,7 @@ def document_index(document: Document, version: int, data: dict) -> None:
     chunks = _chunks_of(document, version)
     model = embedder()
     key = data.get("vectors_key") or _vectors_key(document.pk, version)
-    raw = _redis().get(key)
+    raw = redis_client().get(key)
     dimension = int(data.get("dimension") or 0)
     if raw and dimension and len(raw) == 4 * dimension * len(chunks):
         vectors = np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), dimension)
@@ -293,7 +285,7 @@ def document_index(document: Document, version: int, data: dict) -> None:
         if not updated:
             raise StaleJob
         _publish("freshet.document.indexed", document, version, chunks=len(records))
-    _redis().delete(key)
+    redis_client().delete(key)
 
 
 def document_unindex(event) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -10,17 +9,13 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
+from config.redis_client import redis_client
 from ingestion.search_index import search_index
 
 logger = logging.getLogger(__name__)
 
 REFRESH_GUARD_SECONDS = 30  # a lost refresh task holds back the next one at most this long
 REFRESH_COST_FACTOR = 5  # refreshes at most every 5x the last refresh's duration
-
-
-@functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 def _refresh_flag() -> str:
@@ -43,7 +38,7 @@ def search_index_refresh() -> None:
     """Fold what was written since the last refresh into the full-text index (see
     SearchIndex.refresh). The flag is cleared before the work, so a write landing meanwhile
     schedules the next refresh instead of being missed."""
-    r = _redis()
+    r = redis_client()
     r.delete(_refresh_flag())
     started = time.monotonic()
     if search_index().refresh():
@@ -55,7 +50,7 @@ def search_index_refresh_soon() -> None:
     writes ask for it (Elasticsearch's refresh interval, for the embedded engine). Without Redis
     the refresh waits for the scheduled compaction, which does the same; the write itself stands."""
     try:
-        r = _redis()
+        r = redis_client()
         scheduled = r.set(_refresh_flag(), "1", nx=True, ex=REFRESH_GUARD_SECONDS)
         cost = float(r.get(_refresh_cost()) or 0.0) if scheduled else 0.0
     except (redis.RedisError, ValueError) as error:

@@ -131,20 +131,14 @@ class Command(BaseCommand):
             source.refresh_from_db()
         return source
 
-    def _optimize(self, attempts: int = 6) -> None:
+    def _optimize(self) -> None:
         """Fold the new rows into the index's full-text and vector indexes, so the queries run on
-        the index as it serves after its scheduled compaction. A write landing meanwhile (the
-        scheduler's own compaction, another source's document) makes LanceDB refuse the commit
-        as retryable: retry, and if it still fails, measure anyway and say so."""
-        for attempt in range(attempts):
-            try:
-                search_index().optimize()
-                return
-            except (RuntimeError, OSError, ValueError) as error:
-                if "etry" not in str(error) or attempt == attempts - 1:
-                    self.stderr.write(f"Could not compact the index ({error}); evaluating without it.")
-                    return
-                time.sleep(0.5 * 2 ** attempt)
+        the index as it serves after its scheduled compaction. The engine retries a commit that
+        lost a race with another writer; if it still fails, measure anyway and say so."""
+        try:
+            search_index().optimize()
+        except (RuntimeError, OSError, ValueError) as error:
+            self.stderr.write(f"Could not compact the index ({error}); evaluating without it.")
 
     def _wait(self, source: Source, document_pks: list[int], timeout: float) -> bool:
         """Wait for the pipeline to settle every document; False if none was pending."""
