@@ -103,9 +103,30 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     log.close()
 
 
+def worker_idle(timeout: float = 180) -> None:
+    """Wait until the worker has nothing queued, reserved or running: a test's database is
+    flushed when it ends, and must not be truncated under a task still using it (a deadlock)."""
+    import redis
+
+    from config.celery_app import app
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def idle() -> bool:
+        if any(broker.llen(f"{settings.REDIS_KEY_PREFIX}{queue}") for queue in settings.FRESHET_QUEUES):
+            return False
+        inspect = app.control.inspect(timeout=1.0, limit=1)  # one worker: no need to wait out the timeout
+        busy = [inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}]
+        return not any(tasks for state in busy for tasks in state.values())
+
+    wait_for(idle, timeout=timeout, interval=0.5, message="the worker to finish its tasks")
+
+
 @pytest.fixture
 def worker(celery_worker, transactional_db):
-    """For end-to-end tests: the worker runs, and test data is committed so it can see it."""
+    """For end-to-end tests: the worker runs, and test data is committed so it can see it. At
+    the end, a wait until the worker is done with the test's work, before the flush."""
     if celery_worker.poll() is not None:
         pytest.fail("The Celery worker died during an earlier test.")
-    return celery_worker
+    yield celery_worker
+    worker_idle()

@@ -11,8 +11,6 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-import redis
-from django.conf import settings
 
 from chat.models import Citation, Conversation, Message
 from chat.selectors import Asker
@@ -90,32 +88,8 @@ def corpus_ingest(marker: str) -> Corpus:
                   secret=secret, source_id=source.pk, question=f"How does a heat pump{marker} warm a house in winter?")
 
 
-def worker_idle(timeout: float = 180) -> None:
-    """Wait until the worker has nothing queued, reserved or running: a test's database is
-    flushed when it ends, and must not be truncated under a task still using it."""
-    from config.celery_app import app
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-
-    def idle() -> bool:
-        if any(broker.llen(f"{settings.REDIS_KEY_PREFIX}{queue}") for queue in settings.FRESHET_QUEUES):
-            return False
-        inspect = app.control.inspect(timeout=1.0)
-        busy = [inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}]
-        return not any(tasks for state in busy for tasks in state.values())
-
-    wait_for(idle, timeout=timeout, interval=0.5, message="the worker to finish its tasks")
-
-
 @pytest.fixture
-def quiet_worker(worker):
-    """The worker, and at the end of the test a wait until it is done with the test's work."""
-    yield worker
-    worker_idle()
-
-
-@pytest.fixture
-def corpus(quiet_worker) -> Corpus:
+def corpus(worker) -> Corpus:
     """The fixture corpus indexed by the real worker into LanceDB. Each test gets its own marker
     word (glued to the shared words), so other tests' chunks never compete."""
     corpus = corpus_ingest(uuid.uuid4().hex[:6])

@@ -87,7 +87,7 @@ def refetch_status(document) -> str:
 
 
 @pytest.mark.worker
-def test_outdated_with_unchanged_content_fetches_and_makes_no_new_version(quiet_worker, site):
+def test_outdated_with_unchanged_content_fetches_and_makes_no_new_version(worker, site):
     document = web_document(site, "/tariffs", "zq1", 12)
     vote_outdated(document, "What does the night tariffzq1 cost?")
     wait_for(lambda: refetch_status(document), timeout=60, message="the re-fetch")
@@ -98,7 +98,7 @@ def test_outdated_with_unchanged_content_fetches_and_makes_no_new_version(quiet_
 
 
 @pytest.mark.worker
-def test_outdated_with_changed_content_reindexes_and_marks_answers_stale(quiet_worker, site):
+def test_outdated_with_changed_content_reindexes_and_marks_answers_stale(worker, site):
     document = web_document(site, "/prices", "zq2", 12)
     site.pages["/prices"] = (200, PAGE.format(m="zq2", price=19).encode())  # the source moved on
     message, chunk_id = vote_outdated(document, "What does the night tariffzq2 cost?")
