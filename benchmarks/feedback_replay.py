@@ -99,10 +99,11 @@ def evaluation_access(source):
     return AccessFilter(everything=True, source_ids=(source.pk,))
 
 
-def candidates(queries: dict[str, str], *, source) -> dict[str, list]:
+def candidates(queries: dict[str, str], *, source, vectors: dict | None = None) -> dict[str, list]:
     """Every fused candidate of each query, unboosted and uncut: `retrieve`'s own steps (both
     lists `candidates` deep, fused), so the head of each list is exactly what `retrieve` returns
-    before feedback, and the tail is what the boost can lift when tuning."""
+    before feedback, and the tail is what the boost can lift when tuning. Each query's embedding
+    goes into `vectors` when given."""
     from dataclasses import replace
 
     from chat.retrieval import default_fusion, fuse
@@ -114,6 +115,8 @@ def candidates(queries: dict[str, str], *, source) -> dict[str, list]:
     found = {}
     for qid, text in queries.items():
         vector = model.encode([text.strip()])[0].tolist()
+        if vectors is not None:
+            vectors[qid] = vector
         found[qid] = fuse({"bm25": index.bm25(text.strip(), k=fusion.candidates, access=access),
                            "knn": index.knn(vector, k=fusion.candidates, access=access)}, fusion=fusion)
     return found
@@ -141,29 +144,60 @@ def retrieved_now(queries: dict[str, str], *, source) -> dict[str, list]:
 
 
 # --- Tuning on train only ----------------------------------------------------------------------
-def simulated_votes(hits_by_query: dict[str, list], qrels, external: dict[int, str]) -> dict[str, list[int]]:
-    """chunk id -> the ratings a user per query gives it, judging the top SHOWN chunks."""
-    votes: dict[str, list[int]] = {}
+def simulated_votes(hits_by_query: dict[str, list], qrels, external: dict[int, str]) -> dict[str, list[tuple]]:
+    """chunk id -> (rating, query id) of each user per query who judged it among the top SHOWN."""
+    votes: dict[str, list[tuple]] = {}
     for qid, hits in hits_by_query.items():
         judged = qrels.get(qid, {})
         for hit in hits[:SHOWN]:
             rating = 1 if judged.get(external.get(hit.document_id, ""), 0) > 0 else -1
-            votes.setdefault(hit.chunk_id, []).append(rating)
+            votes.setdefault(hit.chunk_id, []).append((rating, qid))
     return votes
 
 
-def reranked(hits_by_query: dict[str, list], scores: dict[str, float], weight: float) -> dict[str, list]:
+def reranked(hits_by_query: dict[str, list], feedback: dict[str, tuple[float, bytes]], vectors: dict,
+             **boost) -> dict[str, list]:
+    """Each query's candidates re-ranked by `apply_feedback` with the simulated scores and
+    profiles, as `retrieve` would."""
     from dataclasses import replace
 
     from chat.retrieval import apply_feedback
+    from feedback.profiles import unit_vector
 
-    return {qid: apply_feedback([replace(h, feedback=scores.get(h.chunk_id, 0.0)) for h in hits], weight=weight)
-            for qid, hits in hits_by_query.items()}
+    out = {}
+    for qid, hits in hits_by_query.items():
+        held = [replace(h, feedback=feedback[h.chunk_id][0], feedback_profile=feedback[h.chunk_id][1])
+                if h.chunk_id in feedback else h for h in hits]
+        out[qid] = apply_feedback(held, question=unit_vector(vectors[qid]), **boost)
+    return out
 
 
-def tune(train_hits: dict[str, list], qrels, external: dict[int, str]) -> None:
-    """Grid over the smoothing prior and the boost weight: votes from half of the train queries,
-    the gain measured on that half (seen) and the change on the other half (unseen)."""
+def simulated_feedback(votes: dict[str, list[tuple]], vectors: dict, *, prior: float,
+                       down: float) -> dict[str, tuple[float, bytes]]:
+    """chunk id -> (score, encoded question profile), as the feedback consumer computes them for
+    fresh votes (feedback/selectors.py feedback_score, feedback/profiles.py)."""
+    import numpy as np
+
+    from feedback.profiles import QuestionProfile
+
+    out = {}
+    for chunk_id, cast in votes.items():
+        ups, downs = sum(1 for r, _ in cast if r > 0), sum(1 for r, _ in cast if r < 0)
+        total = ups + down * downs
+        score = (ups - down * downs) / (total + prior) if total else 0.0
+        profile = QuestionProfile.from_votes(
+            (1.0 if r > 0 else -down, np.asarray(vectors[q], dtype=np.float32)) for r, q in cast)
+        out[chunk_id] = (score, profile.encode() if profile else b"")
+    return out
+
+
+def tune(train_hits: dict[str, list], vectors: dict, qrels, external: dict[int, str]) -> None:
+    """Grid over the boost's settings: votes from half of the train queries, the gain measured
+    on that half (seen) and the change on the other half (unseen). First the score alone
+    (FEEDBACK_PRIOR, FEEDBACK_DOWN_WEIGHT, SEARCH_FEEDBACK_WEIGHT), then with the question
+    context (SEARCH_FEEDBACK_CONTEXT_*)."""
+    from django.conf import settings
+
     ids = sorted(train_hits)
     random.Random(7).shuffle(ids)
     seen_ids, unseen_ids = set(ids[: len(ids) // 2]), set(ids[len(ids) // 2:])
@@ -174,18 +208,32 @@ def tune(train_hits: dict[str, list], qrels, external: dict[int, str]) -> None:
     base_unseen = ndcg(rankings_of(unseen, external), qrels)
     print(f"tuning: {len(seen)} seen / {len(unseen)} unseen train queries, {sum(map(len, votes.values()))} votes; "
           f"nDCG@10 before {base_seen:.4f} / {base_unseen:.4f}")
+
+    def measure(feedback, **boost) -> tuple[float, float]:
+        gain = ndcg(rankings_of(reranked(seen, feedback, vectors, **boost), external), qrels) - base_seen
+        loss = ndcg(rankings_of(reranked(unseen, feedback, vectors, **boost), external), qrels) - base_unseen
+        return gain, loss
+
+    print("the score alone")
     print(f"  {'prior':>5} {'down':>5} {'weight':>6}   {'seen':>7} {'unseen':>7}")
     for prior in (0.5, 1.0, 2.0, 4.0):
         for down in (1.0, 0.5, 0.25, 0.0):
-            scores = {}
-            for chunk_id, ratings in votes.items():
-                ups, downs = ratings.count(1), ratings.count(-1)
-                total = ups + down * downs
-                scores[chunk_id] = (ups - down * downs) / (total + prior) if total else 0.0
+            feedback = simulated_feedback(votes, vectors, prior=prior, down=down)
             for weight in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0):
-                gain = ndcg(rankings_of(reranked(seen, scores, weight), external), qrels) - base_seen
-                loss = ndcg(rankings_of(reranked(unseen, scores, weight), external), qrels) - base_unseen
+                gain, loss = measure(feedback, weight=weight)
                 print(f"  {prior:>5} {down:>5} {weight:>6}   {gain:+.4f} {loss:+.4f}", flush=True)
+    prior, down = settings.FEEDBACK_PRIOR, settings.FEEDBACK_DOWN_WEIGHT
+    print(f"with the question context (FEEDBACK_PRIOR {prior}, FEEDBACK_DOWN_WEIGHT {down})")
+    print(f"  {'weight':>6} {'context':>7} {'thresh':>6} {'cprior':>6}   {'seen':>7} {'unseen':>7}")
+    feedback = simulated_feedback(votes, vectors, prior=prior, down=down)
+    for weight in (0.0, 0.5, 1.0, 1.5):
+        for context in (1.0, 2.0, 3.0):
+            for threshold in (0.5, 0.6, 0.7, 0.8, 0.9):
+                for context_prior in (0.25, 1.0):
+                    gain, loss = measure(feedback, weight=weight, context_weight=context,
+                                         context_threshold=threshold, context_prior=context_prior)
+                    print(f"  {weight:>6} {context:>7} {threshold:>6} {context_prior:>6}   {gain:+.4f} {loss:+.4f}",
+                          flush=True)
 
 
 # --- The replay through the real feedback path ---------------------------------------------------
@@ -331,9 +379,10 @@ def main() -> None:
         feedback_reset(source)
         external = dict(Document.objects.filter(source=source).values_list("pk", "external_id"))
         started = time.monotonic()
-        train_hits = candidates(train.queries, source=source)
+        vectors: dict = {}
+        train_hits = candidates(train.queries, source=source, vectors=vectors)
         if args.tune:  # train only: the test split is never looked at while choosing
-            tune(train_hits, train.qrels, external)
+            tune(train_hits, vectors, train.qrels, external)
             return
         test_hits = candidates(test.queries, source=source)
         print(f"retrieved the candidates of every query in {time.monotonic() - started:.0f} s", flush=True)
@@ -352,6 +401,9 @@ def main() -> None:
     print(f"\nFeedback replay on {train.name} (FEEDBACK_PRIOR={settings.FEEDBACK_PRIOR}, "
           f"FEEDBACK_DOWN_WEIGHT={settings.FEEDBACK_DOWN_WEIGHT}, "
           f"SEARCH_FEEDBACK_WEIGHT={settings.SEARCH_FEEDBACK_WEIGHT}, "
+          f"SEARCH_FEEDBACK_CONTEXT_WEIGHT={settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT}, "
+          f"SEARCH_FEEDBACK_CONTEXT_THRESHOLD={settings.SEARCH_FEEDBACK_CONTEXT_THRESHOLD}, "
+          f"SEARCH_FEEDBACK_CONTEXT_PRIOR={settings.SEARCH_FEEDBACK_CONTEXT_PRIOR}, "
           f"FEEDBACK_FLUSH_SECONDS={settings.FEEDBACK_FLUSH_SECONDS})")
     print(f"  {'nDCG@10':<22} {'before':>7} {'after':>7} {'change':>7}")
     print(f"  {'train (seen) ' + str(len(train.queries)):<22} {before_seen:7.4f} {after_seen:7.4f} "

@@ -17,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import numpy as np
 from django.conf import settings
 
+from feedback.profiles import QuestionProfile, unit_vector
 from ingestion.embedding import embedder
 from ingestion.search_index import AccessFilter, SearchHit, search_index
 
@@ -36,8 +38,11 @@ class Fusion:
       candidates (best 1, worst 0; a chunk missing from a list gets 0 from it),
       score = sum_i weight_i * normalised_i.
 
-    `feedback_weight` is the feedback boost (`apply_feedback`): a chunk's fused score is
-    multiplied by 2 ** (feedback_weight * feedback), so 0 leaves the ranking alone.
+    `feedback_weight` and `context_weight` weigh the feedback boost (`apply_feedback`): a chunk's
+    fused score is multiplied by 2 ** (feedback_weight * feedback + context_weight * context),
+    where `feedback` is the chunk's own score and `context` what voters who asked something like
+    this question said about it (feedback/profiles.py, with `context_threshold` and
+    `context_prior`); both weights 0 leave the ranking alone.
     """
 
     # Defaults: the fusion chosen on SciFact's train split (809 queries): convex 0.55/0.45 gave
@@ -49,12 +54,19 @@ class Fusion:
     knn_weight: float = 0.45
     candidates: int = 100
     feedback_weight: float = 0.0
+    context_weight: float = 0.0
+    context_threshold: float = 0.7
+    context_prior: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
             raise ValueError(f"Unknown fusion {self.method!r}; use one of {', '.join(FUSION_METHODS)}.")
         if self.rrf_k < 0 or self.candidates < 1 or self.bm25_weight < 0 or self.knn_weight < 0:
             raise ValueError("rrf_k and the weights must not be negative, candidates must be at least 1.")
+        if self.feedback_weight < 0 or self.context_weight < 0 or self.context_prior <= 0:
+            raise ValueError("The feedback weights must not be negative, the context prior must be above 0.")
+        if not -1 <= self.context_threshold < 1:
+            raise ValueError("The context threshold is a cosine: at least -1, below 1.")
 
 
 def default_fusion() -> Fusion:
@@ -66,6 +78,9 @@ def default_fusion() -> Fusion:
         knn_weight=settings.SEARCH_KNN_WEIGHT,
         candidates=settings.SEARCH_CANDIDATES,
         feedback_weight=settings.SEARCH_FEEDBACK_WEIGHT,
+        context_weight=settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT,
+        context_threshold=settings.SEARCH_FEEDBACK_CONTEXT_THRESHOLD,
+        context_prior=settings.SEARCH_FEEDBACK_CONTEXT_PRIOR,
     )
 
 
@@ -114,19 +129,32 @@ def fuse(lists: dict[str, list[SearchHit]], *, fusion: Fusion | None = None) -> 
     return sorted(merged.values(), key=lambda h: (-h.score, h.chunk_id))
 
 
-def apply_feedback(hits: list[SearchHit], *, weight: float) -> list[SearchHit]:
+def apply_feedback(hits: list[SearchHit], *, weight: float, context_weight: float = 0.0,
+                   question: np.ndarray | None = None, context_threshold: float = 0.7,
+                   context_prior: float = 1.0) -> list[SearchHit]:
     """The feedback hook, a bounded boost: each chunk's score is multiplied by
-    2 ** (weight * feedback), feedback (the smoothed vote score the feedback consumer writes,
-    feedback/selectors.py) clamped to [-1, 1]. So no chunk moves by more than a factor 2 ** weight
-    either way, unvoted chunks (feedback 0) keep their score, and a negative score (a kNN
-    similarity) is divided instead, so a boost always helps. `retrieve` applies it to every fused
-    candidate before the cut to k: a down-voted chunk can fall out of the top k and an up-voted
-    one further down rise into it."""
-    if not weight:
+    2 ** (weight * feedback + context_weight * context), where feedback is the smoothed vote
+    score the feedback consumer writes (feedback/selectors.py) clamped to [-1, 1], and context,
+    in (-1, 1), what the votes of people who asked something close to `question` (a unit vector)
+    say about the chunk (its question profile, feedback/profiles.py; 0 without `question`).
+
+    So no chunk moves by more than a factor 2 ** (weight + context_weight) either way, unvoted
+    chunks keep their score, and a negative score (a kNN similarity) is divided instead, so a
+    boost always helps. `retrieve` applies it to every fused candidate before the cut to k: a
+    down-voted chunk can fall out of the top k and an up-voted one further down rise into it."""
+    if question is None:
+        context_weight = 0.0
+    if not weight and not context_weight:
         return hits
     for hit in hits:
-        factor = 2.0 ** (weight * max(-1.0, min(1.0, hit.feedback)))
-        hit.score = hit.score * factor if hit.score >= 0 else hit.score / factor
+        exponent = weight * max(-1.0, min(1.0, hit.feedback))
+        if context_weight and hit.feedback_profile:
+            profile = QuestionProfile.decode(hit.feedback_profile)
+            if profile is not None:
+                exponent += context_weight * profile.score(question, threshold=context_threshold, prior=context_prior)
+        if exponent:
+            factor = 2.0 ** exponent
+            hit.score = hit.score * factor if hit.score >= 0 else hit.score / factor
     return sorted(hits, key=lambda h: (-h.score, h.chunk_id))
 
 
@@ -195,18 +223,26 @@ def retrieve(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hyb
     fusion = fusion or default_fusion()
     index = search_index()
     depth = max(k, fusion.candidates)
+    vector = None
     if mode == "bm25":
         hits = index.bm25(query, k=depth, access=access)
     elif mode == "knn":
-        hits = index.knn(_query_vector(query), k=depth, access=access)
+        vector = _query_vector(query)
+        hits = index.knn(vector, k=depth, access=access)
     else:
         lexical = _bm25_pool.submit(index.bm25, query, k=depth, access=access)
         try:
-            semantic = index.knn(_query_vector(query), k=depth, access=access)
+            vector = _query_vector(query)
+            semantic = index.knn(vector, k=depth, access=access)
         finally:
             bm25_hits = lexical.result()
         hits = fuse({"bm25": bm25_hits, "knn": semantic}, fusion=fusion)
-    return apply_feedback(hits, weight=fusion.feedback_weight)[:k]
+    question = None
+    if fusion.context_weight and any(hit.feedback_profile for hit in hits):
+        question = unit_vector(vector if vector is not None else _query_vector(query))
+    return apply_feedback(hits, weight=fusion.feedback_weight, context_weight=fusion.context_weight,
+                          question=question, context_threshold=fusion.context_threshold,
+                          context_prior=fusion.context_prior)[:k]
 
 
 # --- Highlighting -----------------------------------------------------------------------------

@@ -171,6 +171,16 @@ SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  #
 SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 1.5)
 if SEARCH_FEEDBACK_WEIGHT < 0:
     raise ImproperlyConfigured("SEARCH_FEEDBACK_WEIGHT must not be negative.")
+# The boost from votes of people who asked something close (feedback/profiles.py): 0 turns it
+# off; THRESHOLD is the cosine between questions below which a vote says nothing about a new one.
+SEARCH_FEEDBACK_CONTEXT_WEIGHT = env_float("SEARCH_FEEDBACK_CONTEXT_WEIGHT", 1.0)
+SEARCH_FEEDBACK_CONTEXT_THRESHOLD = env_float("SEARCH_FEEDBACK_CONTEXT_THRESHOLD", 0.7)
+SEARCH_FEEDBACK_CONTEXT_PRIOR = env_float("SEARCH_FEEDBACK_CONTEXT_PRIOR", 1.0)
+if SEARCH_FEEDBACK_CONTEXT_WEIGHT < 0 or SEARCH_FEEDBACK_CONTEXT_PRIOR <= 0:
+    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_WEIGHT must not be negative, "
+                               "SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
+if not -1 <= SEARCH_FEEDBACK_CONTEXT_THRESHOLD < 1:
+    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_THRESHOLD is a cosine: at least -1, below 1.")
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
 SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)
 

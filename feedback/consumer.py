@@ -5,7 +5,8 @@ For every vote:
 1. the chunks it credits (the one chunk of a per-citation vote, every citation of an answer vote)
    and their documents are marked dirty in Redis sets, and one flush task per
    FEEDBACK_FLUSH_SECONDS recounts their tallies from the Feedback table and writes every dirty
-   chunk's score to the search index in one `set_feedback` call. Recounting (not adding) makes a
+   chunk's score, and the profile of the questions its voters asked (feedback/profiles.py), to
+   the search index in one `set_feedback` call. Recounting (not adding) makes a
    changed vote replace the old one and a repeated event count nothing twice; flushing per window
    makes a storm of votes cost one recount and one index write per window, not one per vote;
 2. `outdated`: the documents are re-fetched from their source (url sources) and go through the
@@ -20,9 +21,12 @@ For every vote:
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 
+import numpy as np
 import redis
 from django.conf import settings
 from django.db import transaction
@@ -34,8 +38,9 @@ from config.redis_client import redis_client
 from events.errors import TransientError
 from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
+from feedback.profiles import QuestionProfile
 from feedback.refetch import RefetchFailed, refetch_url, url_fetch
-from feedback.selectors import document_tally_counts, feedback_score, votes_counted, votes_touching
+from feedback.selectors import document_tally_counts, feedback_score, vote_weight, votes_counted, votes_touching
 from ingestion.chunking import max_chunk_tokens
 from ingestion.embedding import embedder
 from ingestion.models import Document
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_GUARD_SECONDS = 60  # a lost flush task holds back the next one at most this long
 FLUSH_BATCH = 2000  # chunks recounted and written per flush; more are left for the next one
+QUESTION_CACHE_SIZE = 4096  # question embeddings kept per process (a voted answer is recounted often)
 
 
 def _key(name: str) -> str:
@@ -53,22 +59,45 @@ def _key(name: str) -> str:
 
 
 # --- Tallies ----------------------------------------------------------------------------------
-def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> dict[str, float]:
-    """Recount the votes on these chunks, store their tallies and return their scores. Call
-    inside a transaction.
+_questions: OrderedDict[str, np.ndarray] = OrderedDict()
+_questions_lock = threading.Lock()
+
+
+def question_vectors(questions: Iterable[str]) -> dict[str, np.ndarray]:
+    """The embedding of each question (same model as the index), from a small per-process cache."""
+    wanted = sorted({q for q in questions if q})
+    with _questions_lock:
+        found = {q: _questions[q] for q in wanted if q in _questions}
+    missing = [q for q in wanted if q not in found]
+    if missing:
+        vectors = embedder().encode(missing)
+        with _questions_lock:
+            for question, vector in zip(missing, vectors, strict=True):
+                found[question] = _questions[question] = np.asarray(vector, dtype=np.float32)
+            while len(_questions) > QUESTION_CACHE_SIZE:
+                _questions.popitem(last=False)
+    return found
+
+
+def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Recount the votes on these chunks, store their tallies and return their scores and
+    question profiles (encoded; none for a chunk without counted votes). Call inside a
+    transaction.
 
     The tally rows are locked (in chunk id order) before the votes are read, so two recounts of
     the same chunk run one after the other and the later one sees every committed vote.
     """
     ids = sorted({c for c in chunk_ids if c})
     if not ids:
-        return {}
+        return {}, {}
     ChunkFeedback.objects.bulk_create([ChunkFeedback(chunk_id=c) for c in ids], ignore_conflicts=True)
     tallies = list(ChunkFeedback.objects.select_for_update().filter(chunk_id__in=ids).order_by("chunk_id"))
     votes = votes_touching(ids)
     counted = votes_counted(votes)
     document_of = {v.chunk_id: v.document_id for v in votes if v.document_id}
+    asked = question_vectors(v.question for mine in counted.values() for v in mine)
     now = timezone.now()
+    profiles: dict[str, bytes] = {}
     for tally in tallies:
         mine = counted.get(tally.chunk_id, [])
         tally.up = sum(1 for v in mine if v.rating > 0)
@@ -76,8 +105,12 @@ def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> dict[str, float]:
         tally.score = feedback_score(mine, now=now)
         tally.document_id = document_of.get(tally.chunk_id, tally.document_id)
         tally.updated_at = now  # bulk_update does not apply auto_now
+        profile = QuestionProfile.from_votes(
+            (vote_weight(v, now=now), asked[v.question]) for v in mine if v.question in asked)
+        if profile is not None:
+            profiles[tally.chunk_id] = profile.encode()
     ChunkFeedback.objects.bulk_update(tallies, ["up", "down", "score", "document_id", "updated_at"], batch_size=500)
-    return {tally.chunk_id: tally.score for tally in tallies}
+    return {tally.chunk_id: tally.score for tally in tallies}, profiles
 
 
 def document_tally_recompute(document_id: int) -> DocumentFeedback:
@@ -149,11 +182,11 @@ def feedback_scores_flush() -> int:
         return 0
     try:
         with transaction.atomic():
-            scores = chunk_tallies_recompute(chunk_ids)
+            scores, profiles = chunk_tallies_recompute(chunk_ids)
             for document_id in document_ids:
                 document_tally_recompute(document_id)
         if scores:
-            search_index().set_feedback(scores)
+            search_index().set_feedback(scores, profiles)
             search_index_refresh_soon()  # rewritten rows score with the rest in BM25 again
     except Exception:
         # Nothing is lost: the retry (or the next flush) recounts and writes them.

@@ -38,6 +38,7 @@ class Vote:
     on_chunk: bool  # cast on this chunk (True) or on an answer citing it (False)
     at: datetime  # when it was cast or last changed
     hour_rank: int  # how many votes the user cast earlier in the same clock hour
+    question: str = ""  # what the user asked in the rated answer
 
 
 def _hour_rank() -> Coalesce:
@@ -60,17 +61,18 @@ def votes_touching(chunk_ids: Iterable[str]) -> list[Vote]:
     ids = sorted({c for c in chunk_ids if c})
     if not ids:
         return []
-    fields = ("pk", "user_id", "rating", "reason", "updated_at", "hour_rank")
+    fields = ("pk", "user_id", "rating", "reason", "updated_at", "hour_rank", "message__question")
     ranked = Feedback.objects.annotate(hour_start=TruncHour("created_at"), hour_rank=_hour_rank())
     direct = ranked.filter(chunk_id__in=ids).values_list(*fields, "chunk_id", "document_id")
     via_answer = (ranked.filter(chunk_id="", message__citations__chunk_id__in=ids)
                   .values_list(*fields, "message__citations__chunk_id", "message__citations__document_id"))
     votes = []
     for on_chunk, rows in ((True, direct), (False, via_answer)):
-        for pk, user_id, rating, reason, at, rank, chunk_id, document_id in rows:
+        for pk, user_id, rating, reason, at, rank, question, chunk_id, document_id in rows:
             if chunk_id in ids:
                 votes.append(Vote(feedback_id=pk, user_id=user_id, chunk_id=chunk_id, document_id=document_id,
-                                  rating=rating, reason=reason, on_chunk=on_chunk, at=at, hour_rank=rank))
+                                  rating=rating, reason=reason, on_chunk=on_chunk, at=at, hour_rank=rank,
+                                  question=question or ""))
     return votes
 
 
@@ -108,17 +110,25 @@ def feedback_score(votes: Iterable[Vote], *, now: datetime | None = None, prior:
     not answer one person's question says less about it than that it answered one (the
     default, 0.5, was chosen on SciFact's train split: README, "Benchmarks").
     """
-    now = now or timezone.now()
     prior = settings.FEEDBACK_PRIOR if prior is None else prior
-    half_life = (settings.FEEDBACK_HALF_LIFE_DAYS if half_life_days is None else half_life_days) * 86400
-    down_weight = settings.FEEDBACK_DOWN_WEIGHT if down_weight is None else down_weight
     total = signed = 0.0
     for vote in votes:
-        age = max(0.0, (now - vote.at).total_seconds())
-        weight = math.pow(0.5, age / half_life) * (1.0 if vote.rating > 0 else down_weight)
-        total += weight
-        signed += weight * (1 if vote.rating > 0 else -1)
+        weight = vote_weight(vote, now=now, half_life_days=half_life_days, down_weight=down_weight)
+        total += abs(weight)
+        signed += weight
     return signed / (total + prior) if total else 0.0
+
+
+def vote_weight(vote: Vote, *, now: datetime | None = None, half_life_days: float | None = None,
+                down_weight: float | None = None) -> float:
+    """What one vote adds to its chunk's score before smoothing: 0.5 ** (age / half-life), times
+    FEEDBACK_DOWN_WEIGHT and negative for a thumbs-down."""
+    now = now or timezone.now()
+    half_life = (settings.FEEDBACK_HALF_LIFE_DAYS if half_life_days is None else half_life_days) * 86400
+    down_weight = settings.FEEDBACK_DOWN_WEIGHT if down_weight is None else down_weight
+    age = max(0.0, (now - vote.at).total_seconds())
+    weight = math.pow(0.5, age / half_life)
+    return weight if vote.rating > 0 else -weight * down_weight
 
 
 def chunk_scores(chunk_ids: Iterable[str]) -> dict[str, float]:

@@ -28,6 +28,7 @@ class ChunkRecord:
     public: bool
     groups: tuple[str, ...] = ()
     feedback: float = 0.0
+    feedback_profile: bytes = b""  # opaque to the index: feedback/profiles.py
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class SearchHit:
     uri: str
     score: float
     feedback: float = 0.0
+    feedback_profile: bytes = b""
     ranks: dict[str, int] = field(default_factory=dict)
 
 
@@ -88,8 +90,9 @@ class SearchIndex(ABC):
     def knn(self, vector: list[float], *, k: int, access: AccessFilter) -> list[SearchHit]: ...
 
     @abstractmethod
-    def set_feedback(self, scores: dict[str, float]) -> None:
-        """Rewrite the feedback score of the given chunks (ids that are gone are skipped)."""
+    def set_feedback(self, scores: dict[str, float], profiles: dict[str, bytes] | None = None) -> None:
+        """Rewrite the feedback score of the given chunks, and their question profile (stored as
+        given, returned on hits; empty where `profiles` has none). Ids that are gone are skipped."""
 
     @abstractmethod
     def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:

@@ -18,6 +18,7 @@ the same code. Where the emulator differs from Elasticsearch:
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import re
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-HIT_FIELDS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback"]
+HIT_FIELDS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback", "feedback_profile"]
 # Busy or briefly unavailable: worth retrying later. Anything else (400 above all) is permanent.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 # A partial update (feedback, access) raises a document's `_version` by one, so each document
@@ -86,6 +87,7 @@ def index_mappings(dimension: int) -> dict[str, Any]:
             "public": {"type": "boolean"},
             "groups": {"type": "keyword"},
             "feedback": {"type": "float"},
+            "feedback_profile": {"type": "binary"},  # base64, stored, not searched
             "vector": {
                 "type": "dense_vector",
                 "dims": int(dimension),
@@ -96,6 +98,21 @@ def index_mappings(dimension: int) -> dict[str, Any]:
             },
         },
     }
+
+
+# Fields added to the mapping after the first release: put into an older index when it is found.
+ADDED_FIELDS = ("feedback_profile",)
+
+
+def _profile_out(raw: bytes) -> str | None:
+    return base64.b64encode(raw).decode("ascii") if raw else None
+
+
+def _profile_in(value: Any) -> bytes:
+    try:
+        return base64.b64decode(value) if value else b""
+    except (ValueError, TypeError):
+        return b""
 
 
 def external_version(version: int) -> int:
@@ -185,6 +202,7 @@ class ElasticsearchIndex(SearchIndex):
         self._lock = threading.RLock()
         self._client: Elasticsearch | None = None
         self._dimension: int | None = None  # set once this process has seen the index exist
+        self._fields_ready = False  # the mapping holds ADDED_FIELDS (checked once per process)
 
     # --- plumbing ---------------------------------------------------------------------------
     def _es(self) -> Elasticsearch:
@@ -217,6 +235,7 @@ class ElasticsearchIndex(SearchIndex):
                         raise
                     es.indices.put_alias(index=self.concrete, name=self.alias)
             held = self._held_dimension()
+            self._fields_add()
             if held != dimension:
                 raise ValueError(
                     f"Index {self.alias} holds vectors of dimension {held}, not {dimension}: "
@@ -231,6 +250,19 @@ class ElasticsearchIndex(SearchIndex):
             if "dims" in vector:
                 return int(vector["dims"])
         return None
+
+    def _fields_add(self) -> None:
+        """Put the fields added since an older index was created into its mapping (adding a
+        field is allowed on a live index; the mapping is strict, so writes need it first)."""
+        mappings = self._es().indices.get_mapping(index=self.alias)
+        wanted = index_mappings(1)["properties"]
+        for name, index in mappings.items():
+            held = index["mappings"].get("properties", {})
+            missing = {field: wanted[field] for field in ADDED_FIELDS if field not in held}
+            if missing:
+                logger.info("Adding %s to the mapping of %s", ", ".join(missing), name)
+                self._es().indices.put_mapping(index=name, properties=missing)
+        self._fields_ready = True
 
     def _exists(self) -> bool:
         # Not cached: another process may have dropped the index, and writing to a missing alias
@@ -357,6 +389,7 @@ class ElasticsearchIndex(SearchIndex):
             "public": bool(chunk.public),
             "groups": list(chunk.groups),
             "feedback": float(chunk.feedback),
+            "feedback_profile": _profile_out(chunk.feedback_profile),
             "vector": [float(x) for x in chunk.vector],
         }
 
@@ -417,11 +450,16 @@ class ElasticsearchIndex(SearchIndex):
         self._by_query("update", {"term": {"source_id": int(source_id)}}, script=script)
 
     @_classified
-    def set_feedback(self, scores: dict[str, float]) -> None:
+    def set_feedback(self, scores: dict[str, float], profiles: dict[str, bytes] | None = None) -> None:
         if not scores or not self._exists():
             return
+        if not self._fields_ready:
+            with self._lock:
+                self._fields_add()
+        profiles = profiles or {}
         actions = [
-            {"_op_type": "update", "_id": chunk_id, "retry_on_conflict": 3, "doc": {"feedback": float(score)}}
+            {"_op_type": "update", "_id": chunk_id, "retry_on_conflict": 3,
+             "doc": {"feedback": float(score), "feedback_profile": _profile_out(profiles.get(chunk_id, b""))}}
             for chunk_id, score in scores.items()
         ]
         # 404: the chunk is gone (document_missing_exception); 409: still contended after retries.
@@ -447,6 +485,7 @@ class ElasticsearchIndex(SearchIndex):
                 source_id=int(source["source_id"]), ordinal=int(source["ordinal"]),
                 title=source["title"], text=source["text"], uri=source["uri"],
                 score=score(float(row["_score"])), feedback=float(source.get("feedback") or 0.0),
+                feedback_profile=_profile_in(source.get("feedback_profile")),
             ))
         return hits
 
@@ -517,6 +556,7 @@ class ElasticsearchIndex(SearchIndex):
                     uri=source["uri"], vector=[float(x) for x in source["vector"]],
                     public=bool(source["public"]), groups=tuple(source.get("groups") or ()),
                     feedback=float(source.get("feedback") or 0.0),
+                    feedback_profile=_profile_in(source.get("feedback_profile")),
                 )
         return found
 
@@ -562,3 +602,4 @@ class ElasticsearchIndex(SearchIndex):
             if names:
                 es.indices.delete(index=sorted(names), ignore_unavailable=True)
             self._dimension = None
+            self._fields_ready = False

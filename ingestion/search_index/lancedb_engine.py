@@ -27,7 +27,9 @@ SCALAR_INDEXES = (("public", "BITMAP"), ("groups", "LABEL_LIST"), ("source_id", 
 VECTOR_INDEX_MIN_ROWS = 4096  # below this a flat scan is as fast as an index
 VECTOR_INDEX_ROWS_PER_PARTITION = 2500
 EXHAUSTIVE = 1 << 20  # probe every partition: exact results (clamped to the partitions there are)
-HIT_COLUMNS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback"]
+HIT_COLUMNS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback", "feedback_profile"]
+# Columns added after the first release: a table written before gets them, null, when opened.
+ADDED_COLUMNS = (pa.field("feedback_profile", pa.binary()),)
 
 
 def _quote(value: str) -> str:
@@ -77,23 +79,42 @@ class LanceDBIndex(SearchIndex):
             ("public", pa.bool_()),
             ("groups", pa.list_(pa.string())),
             ("feedback", pa.float32()),
+            ("feedback_profile", pa.binary()),  # null for chunks without votes
             ("vector", pa.list_(pa.float32(), dimension)),
         ])
 
     def ensure(self, *, dimension: int) -> None:
         with self._lock:
             if self._table is None:
-                self._table = self._db().create_table(TABLE, schema=self._schema(dimension), exist_ok=True)
+                table = self._db().create_table(TABLE, schema=self._schema(dimension), exist_ok=True)
+                self._columns_add(table)
+                self._table = table
 
     def _open(self):
         if self._table is None:
             with self._lock:
                 if self._table is None:
                     try:
-                        self._table = self._db().open_table(TABLE)
+                        table = self._db().open_table(TABLE)
                     except ValueError:
                         return None  # nothing indexed yet
+                    self._columns_add(table)
+                    self._table = table
         return self._table
+
+    def _columns_add(self, table) -> None:
+        """Give a table written by an earlier release the columns added since (null in every
+        row), so an upgrade needs no rebuild."""
+        for column in ADDED_COLUMNS:
+            if column.name in table.schema.names:
+                continue
+            logger.info("Adding column %s to the search index", column.name)
+            try:
+                self._retry(lambda column=column: table.add_columns(column))
+            except (OSError, RuntimeError, ValueError):
+                table.checkout_latest()
+                if column.name not in table.schema.names:  # not a race with another process
+                    raise
 
     def _ensure_indexes(self, table) -> None:
         """The full-text index, and scalar indexes on what every query filters by (access, source,
@@ -185,6 +206,7 @@ class LanceDBIndex(SearchIndex):
             "public": chunk.public,
             "groups": list(chunk.groups),
             "feedback": float(chunk.feedback),
+            "feedback_profile": chunk.feedback_profile or None,
             "vector": [float(x) for x in chunk.vector],
         }
 
@@ -210,14 +232,16 @@ class LanceDBIndex(SearchIndex):
             updates = {"public": "true" if public else "false", "groups": groups_sql}
             self._retry(lambda: table.update(where=f"source_id = {int(source_id)}", values_sql=updates))
 
-    def set_feedback(self, scores: dict[str, float]) -> None:
+    def set_feedback(self, scores: dict[str, float], profiles: dict[str, bytes] | None = None) -> None:
         table = self._open()
         if table is None or not scores:
             return
+        profiles = profiles or {}
         # One merge writes every score in one table version, however many chunks changed.
         rows = pa.table({
             "id": pa.array(list(scores), pa.string()),
             "feedback": pa.array([float(v) for v in scores.values()], pa.float32()),
+            "feedback_profile": pa.array([profiles.get(i) or None for i in scores], pa.binary()),
         })
         self._retry(lambda: table.merge_insert("id").when_matched_update_all().execute(rows))
 
@@ -228,6 +252,7 @@ class LanceDBIndex(SearchIndex):
                 chunk_id=row["id"], document_id=row["document_id"], source_id=row["source_id"],
                 ordinal=row["ordinal"], title=row["title"], text=row["text"], uri=row["uri"],
                 score=score(row), feedback=float(row["feedback"] or 0.0),
+                feedback_profile=row["feedback_profile"] or b"",
             )
             for row in rows
         ]
@@ -277,7 +302,7 @@ class LanceDBIndex(SearchIndex):
                 ordinal=row["ordinal"], version=row["version"], title=row["title"],
                 text=row["text"], uri=row["uri"], vector=list(row["vector"]),
                 public=row["public"], groups=tuple(row["groups"] or ()),
-                feedback=float(row["feedback"] or 0.0),
+                feedback=float(row["feedback"] or 0.0), feedback_profile=row["feedback_profile"] or b"",
             )
             for row in rows
         }

@@ -3,10 +3,12 @@ the real index (fusion where BM25 and kNN disagree; access in every mode)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.test import override_settings
 
 from chat.retrieval import MODES, Fusion, apply_feedback, default_fusion, fuse, highlight, retrieve
+from feedback.profiles import QuestionProfile
 from ingestion.models import Document
 from ingestion.search_index import AccessFilter, SearchHit, search_index
 from ingestion.selectors import access_for_user
@@ -64,10 +66,16 @@ def test_fusion_parameters_are_checked_and_read_from_settings():
         Fusion(method="borda")
     with pytest.raises(ValueError):
         Fusion(candidates=0)
+    with pytest.raises(ValueError, match="cosine"):
+        Fusion(context_threshold=1.0)
+    with pytest.raises(ValueError, match="prior"):
+        Fusion(context_prior=0.0)
     with override_settings(SEARCH_FUSION="convex", SEARCH_BM25_WEIGHT=0.3, SEARCH_KNN_WEIGHT=0.7,
-                           SEARCH_CANDIDATES=40, SEARCH_FEEDBACK_WEIGHT=0.5):
+                           SEARCH_CANDIDATES=40, SEARCH_FEEDBACK_WEIGHT=0.5, SEARCH_FEEDBACK_CONTEXT_WEIGHT=2.0,
+                           SEARCH_FEEDBACK_CONTEXT_THRESHOLD=0.6, SEARCH_FEEDBACK_CONTEXT_PRIOR=0.5):
         assert default_fusion() == Fusion(method="convex", rrf_k=default_fusion().rrf_k, bm25_weight=0.3,
-                                          knn_weight=0.7, candidates=40, feedback_weight=0.5)
+                                          knn_weight=0.7, candidates=40, feedback_weight=0.5, context_weight=2.0,
+                                          context_threshold=0.6, context_prior=0.5)
 
 
 def test_feedback_hook_is_neutral_at_weight_zero_and_moves_hits_otherwise():
@@ -75,6 +83,23 @@ def test_feedback_hook_is_neutral_at_weight_zero_and_moves_hits_otherwise():
     hits[1].feedback = 1.0
     assert [h.chunk_id for h in apply_feedback(hits, weight=0.0)] == ["a1", "b2"]
     assert [h.chunk_id for h in apply_feedback(hits, weight=0.5)] == ["b2", "a1"]
+
+
+def test_context_boost_follows_the_voters_questions():
+    """b2 was voted up by someone asking `asked`: asking the same again lifts it over a1, an
+    unrelated question leaves the order alone, and the chunk's own score plays no part here."""
+    asked, other = np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1]
+    profile = QuestionProfile.from_votes([(1.0, asked)]).encode()
+
+    def ranked(question):
+        hits = [hit("a1", 1.0), hit("b2", 0.9)]
+        hits[1].feedback_profile = profile
+        return [h.chunk_id for h in apply_feedback(hits, weight=0.0, context_weight=1.0, question=question,
+                                                   context_threshold=0.7, context_prior=0.25)]
+
+    assert ranked(asked) == ["b2", "a1"]
+    assert ranked(other) == ["a1", "b2"]
+    assert ranked(None) == ["a1", "b2"]  # no question (no vector): no context
 
 
 def test_highlight_marks_query_terms_in_escaped_sentences():

@@ -277,6 +277,26 @@ def test_it_stores_feedback_and_returns_it_in_hits(engine: SearchIndex) -> None:
     assert engine.count() == 2
 
 
+def test_it_stores_question_profiles_beside_feedback_and_clears_them(engine: SearchIndex) -> None:
+    write(engine, 1, 1, ["lantern repair guide", "lantern parts list"], vec=axis(4))
+    profile = bytes(range(256)) * 3  # opaque to the index: any bytes come back as written
+
+    engine.set_feedback({"1-0": 0.5, "1-1": -0.25}, {"1-0": profile})
+
+    stored = engine.get_chunks(["1-0", "1-1"])
+    assert (stored["1-0"].feedback_profile, stored["1-1"].feedback_profile) == (profile, b"")
+    by_bm25 = {hit.chunk_id: hit.feedback_profile for hit in engine.bm25("lantern", k=5, access=ANONYMOUS)}
+    by_knn = {hit.chunk_id: hit.feedback_profile for hit in engine.knn(axis(4), k=5, access=ANONYMOUS)}
+    assert by_bm25 == by_knn == {"1-0": profile, "1-1": b""}
+
+    engine.set_feedback({"1-0": 0.0})  # no profile given: the old one goes
+    assert engine.get_chunks(["1-0"])["1-0"].feedback_profile == b""
+    # A new version of the document is written without feedback, as the pipeline writes it.
+    engine.set_feedback({"1-1": 0.25}, {"1-1": profile})
+    write(engine, 1, 2, ["lantern repair guide, second edition", "lantern parts list"], vec=axis(4))
+    assert engine.get_chunks(["1-1"])["1-1"].feedback_profile == b""
+
+
 def test_bm25_scores_do_not_depend_on_when_a_row_was_written(engine: SearchIndex) -> None:
     """Rows written one document at a time, and rows rewritten for their feedback score, score
     like the rest once the index is refreshed: rewriting a chunk's feedback leaves every BM25
@@ -382,5 +402,54 @@ def test_it_reports_a_refused_item_as_permanent_naming_it(elasticsearch_url: str
             ])
         assert not isinstance(raised.value, TransientError)
         assert "zero magnitude" in str(raised.value)
+    finally:
+        index.drop()
+
+
+def test_lancedb_adds_the_columns_of_later_releases_to_an_older_table(tmp_path) -> None:
+    """A table written before `feedback_profile` existed is upgraded in place when opened:
+    its rows keep their fields and read an empty profile, and profiles can be written."""
+    import lancedb
+    import pyarrow as pa
+
+    from ingestion.search_index.lancedb_engine import TABLE, LanceDBIndex
+
+    current = LanceDBIndex(tmp_path / "lancedb")
+    old_schema = pa.schema([f for f in current._schema(DIM) if f.name != "feedback_profile"])
+    row = {name: value for name, value in current._row(chunk(1, 0, "tide tables", feedback=0.5)).items()
+           if name != "feedback_profile"}
+    lancedb.connect(str(tmp_path / "lancedb")).create_table(TABLE, data=[row], schema=old_schema)
+
+    index = LanceDBIndex(tmp_path / "lancedb")
+    hits = index.bm25("tide", k=5, access=STAFF)
+    assert [(h.chunk_id, h.feedback, h.feedback_profile) for h in hits] == [("1-0", 0.5, b"")]
+    index.set_feedback({"1-0": 0.25}, {"1-0": b"profile"})
+    assert index.get_chunks(["1-0"])["1-0"].feedback_profile == b"profile"
+    index.upsert_document(document_id=2, version=1, chunks=[chunk(2, 0, "tide clocks")])
+    assert sorted(ids(index.bm25("tide", k=5, access=STAFF))) == ["1-0", "2-0"]
+
+
+def test_elasticsearch_adds_the_fields_of_later_releases_to_an_older_mapping(elasticsearch_url: str) -> None:
+    from elasticsearch import Elasticsearch
+
+    from ingestion.search_index import elasticsearch_engine as es_engine
+
+    alias = f"freshet-contract-{uuid.uuid4().hex[:8]}"
+    mappings = es_engine.index_mappings(DIM)
+    del mappings["properties"]["feedback_profile"]
+    client = Elasticsearch(elasticsearch_url)
+    client.indices.create(index=f"{alias}-v1", settings={"analysis": es_engine.ANALYSIS}, mappings=mappings,
+                          aliases={alias: {}})
+    index = es_engine.ElasticsearchIndex(url=elasticsearch_url, alias=alias, timeout=30.0)
+    try:
+        old = {k: v for k, v in index._source(chunk(1, 0, "tide tables")).items() if k != "feedback_profile"}
+        client.index(index=alias, id="1-0", document=old, version=es_engine.external_version(1),
+                     version_type="external", refresh=True)
+
+        index.set_feedback({"1-0": 0.25}, {"1-0": b"profile"})  # a feedback worker, first thing
+
+        assert index.get_chunks(["1-0"])["1-0"].feedback_profile == b"profile"
+        index.upsert_document(document_id=2, version=1, chunks=[chunk(2, 0, "tide clocks")])
+        assert sorted(ids(index.bm25("tide", k=5, access=STAFF))) == ["1-0", "2-0"]
     finally:
         index.drop()

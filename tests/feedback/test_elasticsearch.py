@@ -11,6 +11,7 @@ import pytest
 
 from chat.retrieval import retrieve
 from feedback.models import ChunkFeedback
+from feedback.profiles import QuestionProfile
 from feedback.services import feedback_record
 from ingestion.models import Document
 from ingestion.search_index import AccessFilter
@@ -48,3 +49,11 @@ def test_votes_change_the_ranking_on_elasticsearch(transactional_db, elasticsear
     after = ranking()
     assert after[0] == second and after.index(first) > 0
     assert ChunkFeedback.objects.get(chunk_id=first).down == 3
+
+    # The question profiles went to the index too, and steer this question on their own.
+    profile = QuestionProfile.decode(elasticsearch_index.get_chunks([second])[second].feedback_profile)
+    assert (profile.up, profile.down) == (pytest.approx(3.0, abs=1e-3), 0.0)
+    settings.SEARCH_FEEDBACK_WEIGHT = 0.0
+    assert ranking()[0] == second
+    settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT = 0.0
+    assert ranking()[:2] == [first, second]

@@ -9,8 +9,9 @@ from chat.retrieval import retrieve
 from events.models import Event
 from events.tasks import event_deliver
 from feedback.models import ChunkFeedback, DocumentFeedback
+from feedback.profiles import QuestionProfile
 from feedback.services import feedback_record
-from ingestion.search_index import AccessFilter
+from ingestion.search_index import AccessFilter, search_index
 from ingestion.services import document_reindex
 from tests.conftest import wait_for
 from tests.factories import UserFactory
@@ -28,6 +29,7 @@ def ranking(corpus, k: int = 3) -> list[str]:
 
 def test_votes_rewrite_scores_in_the_index_and_change_the_ranking(corpus, settings):
     settings.SEARCH_FEEDBACK_WEIGHT = 1.0
+    settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT = 0.0  # the chunks' own scores alone (the next test: context)
     chunk_document = {first_chunk(corpus.first): corpus.first, first_chunk(corpus.second): corpus.second}
     # Both passages answer the question; whichever the fusion puts first is voted down, the
     # runner-up up.
@@ -73,6 +75,42 @@ def test_votes_rewrite_scores_in_the_index_and_change_the_ranking(corpus, settin
     tally.refresh_from_db()
     assert (tally.up, tally.down) == (1, 2)
     assert index_feedback(first) == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_vote_steers_the_question_it_was_cast_for_and_not_an_unrelated_one(corpus, settings):
+    """The context boost alone (the chunks' own scores weigh nothing here): one person's votes put
+    the runner-up first when their question is asked again, and change nothing for a question
+    about something else, though the voted chunks are among its candidates."""
+    settings.SEARCH_FEEDBACK_WEIGHT = 0.0
+    settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT = 2.0
+    access = AccessFilter(everything=True, source_ids=(corpus.source_id,))
+    unrelated = f"Why does sourdough{corpus.marker} bread rise so slowly overnight?"
+
+    def scores(question: str) -> dict[str, float]:
+        wait_for(index_refreshed, timeout=30, message="the worker to refresh the full-text index")
+        return {hit.chunk_id: hit.score for hit in retrieve(question, access=access, k=10)}
+
+    first, second = ranking(corpus)[:2]
+    before = scores(unrelated)
+    assert {first, second} <= set(before)
+
+    user = UserFactory()
+    message = ask(user, corpus.question)
+    feedback_record(user=user, message_id=message.pk, rating=-1, chunk_id=first)
+    feedback_record(user=user, message_id=message.pk, rating=1, chunk_id=second)
+
+    def profiles():
+        held = search_index().get_chunks([first, second])
+        return all(held[c].feedback_profile for c in (first, second)) and held
+    held = wait_for(profiles, timeout=60, message="the question profiles in the search index")
+    up, down = (QuestionProfile.decode(held[c].feedback_profile) for c in (second, first))
+    assert (up.up, up.down, down.up) == (pytest.approx(1.0, abs=1e-3), 0.0, 0.0)
+    assert down.down == pytest.approx(settings.FEEDBACK_DOWN_WEIGHT, abs=1e-3)
+
+    assert ranking(corpus)[:2] == [second, first]
+    assert scores(unrelated) == pytest.approx(before)
+    settings.SEARCH_FEEDBACK_CONTEXT_WEIGHT = 0.0
+    assert ranking(corpus)[:2] == [first, second]
 
 
 def test_an_answer_vote_credits_every_citation_and_scores_survive_a_reindex(corpus):
