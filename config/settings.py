@@ -165,20 +165,20 @@ if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
     raise ImproperlyConfigured("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
 SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  # writes -> full-text stats, coalesced
-# The feedback boost: a chunk's fused score x 2 ** (weight x its feedback score in (-1, 1)); 0 turns
-# feedback off. 1.5 chosen on SciFact's train split with FEEDBACK_PRIOR 1 and FEEDBACK_DOWN_WEIGHT
-# 0.5 (`benchmarks/feedback_replay.py --tune`: +0.115 nDCG@10 on the voted half, +0.010 on the other).
-SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 1.5)
-if SEARCH_FEEDBACK_WEIGHT < 0:
-    raise ImproperlyConfigured("SEARCH_FEEDBACK_WEIGHT must not be negative.")
-# The boost from votes of people who asked something close (feedback/profiles.py): 0 turns it
-# off; THRESHOLD is the cosine between questions below which a vote says nothing about a new one.
-SEARCH_FEEDBACK_CONTEXT_WEIGHT = env_float("SEARCH_FEEDBACK_CONTEXT_WEIGHT", 1.0)
-SEARCH_FEEDBACK_CONTEXT_THRESHOLD = env_float("SEARCH_FEEDBACK_CONTEXT_THRESHOLD", 0.7)
-SEARCH_FEEDBACK_CONTEXT_PRIOR = env_float("SEARCH_FEEDBACK_CONTEXT_PRIOR", 1.0)
-if SEARCH_FEEDBACK_CONTEXT_WEIGHT < 0 or SEARCH_FEEDBACK_CONTEXT_PRIOR <= 0:
-    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_WEIGHT must not be negative, "
-                               "SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
+# The feedback boost: a chunk's fused score x 2 ** (weight x its feedback score in (-1, 1)
+# + context weight x what voters who asked something close said, feedback/profiles.py); both 0
+# turn feedback off. THRESHOLD is the cosine between two questions below which a vote on one says
+# nothing about the other. Chosen on SciFact's train split (`benchmarks/feedback_replay.py
+# --tune`, votes from half the queries): 0.5 / 3 / 0.6 / 1 gave +0.130 nDCG@10 on the voted half
+# and +0.039 on the other; the score alone at its best (weight 1.5) +0.115 and +0.010.
+SEARCH_FEEDBACK_WEIGHT = env_float("SEARCH_FEEDBACK_WEIGHT", 0.5)
+SEARCH_FEEDBACK_CONTEXT_WEIGHT = env_float("SEARCH_FEEDBACK_CONTEXT_WEIGHT", 3.0)
+SEARCH_FEEDBACK_CONTEXT_THRESHOLD = env_float("SEARCH_FEEDBACK_CONTEXT_THRESHOLD", 0.6)
+SEARCH_FEEDBACK_CONTEXT_PRIOR = env_float("SEARCH_FEEDBACK_CONTEXT_PRIOR", 1.0)  # as FEEDBACK_PRIOR, per question
+if SEARCH_FEEDBACK_WEIGHT < 0 or SEARCH_FEEDBACK_CONTEXT_WEIGHT < 0:
+    raise ImproperlyConfigured("SEARCH_FEEDBACK_WEIGHT and SEARCH_FEEDBACK_CONTEXT_WEIGHT must not be negative.")
+if SEARCH_FEEDBACK_CONTEXT_PRIOR <= 0:
+    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
 if not -1 <= SEARCH_FEEDBACK_CONTEXT_THRESHOLD < 1:
     raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_THRESHOLD is a cosine: at least -1, below 1.")
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
