@@ -13,6 +13,7 @@ import functools
 import html
 import re
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -202,10 +203,28 @@ class QueryBatcher:
 
 
 _query_batcher = QueryBatcher()
+_query_cache: OrderedDict[str, list[float]] = OrderedDict()
+_query_cache_lock = threading.Lock()
 
 
 def _query_vector(query: str) -> list[float]:
-    return _query_batcher.encode(query)
+    """The query's embedding: from a per-process LRU of the last SEARCH_QUERY_CACHE_SIZE queries
+    (people ask the same things again: a retried chat question, a popular search), else encoded.
+    Vectors depend on the query text and the model only, so the cache never needs invalidating."""
+    size = settings.SEARCH_QUERY_CACHE_SIZE
+    if size:
+        with _query_cache_lock:
+            vector = _query_cache.get(query)
+            if vector is not None:
+                _query_cache.move_to_end(query)
+                return vector
+    vector = _query_batcher.encode(query)
+    if size:
+        with _query_cache_lock:
+            _query_cache[query] = vector
+            while len(_query_cache) > size:
+                _query_cache.popitem(last=False)
+    return vector
 
 
 def retrieve(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hybrid",

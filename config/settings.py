@@ -147,6 +147,9 @@ CHANNEL_LAYERS = {
 # --- Search index ---------------------------------------------------------------------------
 # LanceDB files under var/ by default; ELASTICSEARCH_URL switches to an Elasticsearch 8 cluster.
 SEARCH_INDEX_DIR = Path(env_str("SEARCH_INDEX_DIR", str(VAR_DIR / "lancedb")))
+# LanceDB: searches look for other processes' writes at most this often (each look reads the
+# table's manifest: a few ms a search); 0 looks before every search. Writes always see the latest.
+SEARCH_INDEX_SEARCH_LAG_SECONDS = env_float("SEARCH_INDEX_SEARCH_LAG_SECONDS", 0.1)
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL", "")
 ELASTICSEARCH_INDEX = env_str("ELASTICSEARCH_INDEX", "freshet-chunks")
 ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 30.0)
@@ -181,6 +184,7 @@ if SEARCH_FEEDBACK_CONTEXT_PRIOR <= 0:
     raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
 if not -1 <= SEARCH_FEEDBACK_CONTEXT_THRESHOLD < 1:
     raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_THRESHOLD is a cosine: at least -1, below 1.")
+SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024, minimum=0)  # query embeddings kept per process
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
 SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)
 

@@ -24,7 +24,7 @@ def search_index() -> SearchIndex:
         )
     from ingestion.search_index.lancedb_engine import LanceDBIndex
 
-    return LanceDBIndex(settings.SEARCH_INDEX_DIR)
+    return LanceDBIndex(settings.SEARCH_INDEX_DIR, search_lag_seconds=settings.SEARCH_INDEX_SEARCH_LAG_SECONDS)
 
 
 def search_index_reset() -> None:

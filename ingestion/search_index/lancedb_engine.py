@@ -52,10 +52,12 @@ def access_where(access: AccessFilter) -> str | None:
 class LanceDBIndex(SearchIndex):
     name = "lancedb"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, search_lag_seconds: float = 0.0) -> None:
         self.path = Path(path)
+        self.search_lag = timedelta(seconds=max(0.0, float(search_lag_seconds)))
         self._lock = threading.Lock()
         self._table = None
+        self._search_table = None
         self._indexes_ready = False
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -101,6 +103,22 @@ class LanceDBIndex(SearchIndex):
                     self._columns_add(table)
                     self._table = table
         return self._table
+
+    def _searched(self):
+        """The table as `bm25` and `knn` read it. Without a search lag, the same handle as
+        everything else: each search first looks for a newer table version (another process's
+        write), which costs a few milliseconds. With one, a second handle that looks at most once
+        per lag: searches may miss writes younger than the lag. Writes, their checks, `get_chunks`
+        and `chunk_versions` always read the latest version."""
+        table = self._open()
+        if table is None or not self.search_lag:
+            return table
+        if self._search_table is None:
+            with self._lock:
+                if self._search_table is None:
+                    db = lancedb.connect(str(self.path), read_consistency_interval=self.search_lag)
+                    self._search_table = db.open_table(TABLE)
+        return self._search_table
 
     def _columns_add(self, table) -> None:
         """Give a table written by an earlier release the columns added since (null in every
@@ -262,7 +280,7 @@ class LanceDBIndex(SearchIndex):
         if table is None or not text.strip():
             return []
         self._ensure_indexes(table)
-        query = table.search(text, query_type="fts", fts_columns="body")
+        query = self._searched().search(text, query_type="fts", fts_columns="body")
         where = access_where(access)
         if where:
             query = query.where(where, prefilter=True)
@@ -270,7 +288,7 @@ class LanceDBIndex(SearchIndex):
         return self._hits(rows, lambda row: float(row["_score"]))
 
     def knn(self, vector: list[float], *, k: int, access: AccessFilter) -> list[SearchHit]:
-        table = self._open()
+        table = self._searched()
         if table is None:
             return []
         query = table.search(list(vector), vector_column_name="vector").distance_type("cosine").nprobes(EXHAUSTIVE)
@@ -342,5 +360,5 @@ class LanceDBIndex(SearchIndex):
             db = self._db()
             if TABLE in db.list_tables().tables:
                 db.drop_table(TABLE)
-            self._table = None
+            self._table = self._search_table = None
             self._indexes_ready = False

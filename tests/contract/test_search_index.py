@@ -453,3 +453,28 @@ def test_elasticsearch_adds_the_fields_of_later_releases_to_an_older_mapping(ela
         assert sorted(ids(index.bm25("tide", k=5, access=STAFF))) == ["1-0", "2-0"]
     finally:
         index.drop()
+
+
+def test_lancedb_searches_with_a_lag_see_other_writers_within_it(tmp_path) -> None:
+    """SEARCH_INDEX_SEARCH_LAG_SECONDS: searches look for another process's writes at most once per
+    lag, so a write may stay unseen that long, and no longer; `get_chunks` sees it at once."""
+    import time
+
+    from ingestion.search_index.lancedb_engine import LanceDBIndex
+    from tests.conftest import wait_for
+
+    lag = 2.0
+    writer = LanceDBIndex(tmp_path / "lancedb")  # another process's handle on the same files
+    reader = LanceDBIndex(tmp_path / "lancedb", search_lag_seconds=lag)
+    write(writer, 1, 1, ["kestrel sighting"], vec=axis(7))
+    assert ids(reader.bm25("kestrel", k=5, access=ANONYMOUS)) == ["1-0"]  # the reader just looked
+
+    started = time.monotonic()
+    write(writer, 2, 1, ["kestrel nest"], vec=axis(7))
+    assert set(reader.get_chunks(["2-0"])) == {"2-0"}
+    stale = ids(reader.bm25("kestrel", k=5, access=ANONYMOUS))
+    if time.monotonic() - started < lag:  # a stalled machine may have passed the lag already
+        assert stale == ["1-0"]
+    wait_for(lambda: sorted(ids(reader.bm25("kestrel", k=5, access=ANONYMOUS))) == ["1-0", "2-0"]
+             and len(reader.knn(axis(7), k=5, access=ANONYMOUS)) == 2,
+             timeout=lag + 3, interval=0.1, message="the reader to see the other writer's chunk")
