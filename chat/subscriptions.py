@@ -34,6 +34,8 @@ def document_deleted_mark_stale(event) -> None:
 
 
 SUBSCRIPTIONS = [
-    Subscription("freshet.document.indexed", "chat.subscriptions.document_indexed_mark_stale", queue="sync"),
+    # Only a version that replaced an indexed one: a document never indexed before was never cited.
+    Subscription("freshet.document.indexed", "chat.subscriptions.document_indexed_mark_stale", queue="sync",
+                 when={"replaced": True}),
     Subscription("freshet.document.deleted", "chat.subscriptions.document_deleted_mark_stale", queue="sync"),
 ]

@@ -30,14 +30,15 @@ def event_publish(*, type: str, subject: str = "", data: dict[str, Any] | None =
         time=envelope.get_time(),
         data=envelope.get_data() or {},
     )
-    transaction.on_commit(lambda: event_route(event_id=event.id, event_type=event.type))
+    transaction.on_commit(lambda: event_route(event_id=event.id, event_type=event.type, data=event.data))
     return event
 
 
-def event_route(*, event_id: str, event_type: str) -> None:
+def event_route(*, event_id: str, event_type: str, data: dict[str, Any] | None = None) -> None:
+    """Queue one delivery per subscriber of `event_type` whose filter `data` passes."""
     from events.tasks import event_deliver
 
-    for subscription in subscriptions_for(event_type):
+    for subscription in subscriptions_for(event_type, data if data is not None else {}):
         event_deliver.apply_async(
             args=[event_id, subscription.handler], queue=subscription.queue
         )

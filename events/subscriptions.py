@@ -7,9 +7,10 @@ A new consumer is a new subscription; producers never change for it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from django.apps import apps
 from django.utils.module_loading import import_string
@@ -20,9 +21,17 @@ class Subscription:
     event_type: str
     handler: str  # dotted path to a callable taking a CloudEvent
     queue: str
+    # Exact values the event's data must hold for a delivery (all of them); empty: every event.
+    # A filter, as in the CloudEvents Subscriptions API: an event the handler would ignore costs
+    # no task.
+    when: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> Callable:
         return import_string(self.handler)
+
+    def wants(self, data: Mapping[str, Any] | None) -> bool:
+        data = data or {}
+        return all(key in data and data[key] == value for key, value in self.when.items())
 
 
 @cache
@@ -39,8 +48,10 @@ def subscriptions_all() -> tuple[Subscription, ...]:
     return tuple(found)
 
 
-def subscriptions_for(event_type: str) -> list[Subscription]:
-    return [s for s in subscriptions_all() if s.event_type == event_type]
+def subscriptions_for(event_type: str, data: Mapping[str, Any] | None = None) -> list[Subscription]:
+    """The subscriptions of `event_type`; with `data`, only those whose filter it passes."""
+    return [s for s in subscriptions_all()
+            if s.event_type == event_type and (data is None or s.wants(data))]
 
 
 SUBSCRIPTIONS: list[Subscription] = []

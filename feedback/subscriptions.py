@@ -4,5 +4,7 @@ from events.subscriptions import Subscription
 
 SUBSCRIPTIONS = [
     Subscription("freshet.feedback.received", "feedback.handlers.feedback_received", queue="feedback"),
-    Subscription("freshet.document.indexed", "feedback.handlers.document_indexed_restore_scores", queue="feedback"),
+    # Only a version that replaced an indexed one: nobody can have voted on a document never indexed.
+    Subscription("freshet.document.indexed", "feedback.handlers.document_indexed_restore_scores", queue="feedback",
+                 when={"replaced": True}),
 ]

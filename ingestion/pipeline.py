@@ -284,7 +284,9 @@ def document_index(document: Document, version: int, data: dict) -> None:
         )
         if not updated:
             raise StaleJob
-        _publish("freshet.document.indexed", document, version, chunks=len(records))
+        # `replaced`: an earlier version had been indexed (answers may cite it, votes may be on it).
+        _publish("freshet.document.indexed", document, version, chunks=len(records),
+                 replaced=document.indexed_at is not None)
     redis_client().delete(key)
 
 

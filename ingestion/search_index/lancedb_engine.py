@@ -143,14 +143,25 @@ class LanceDBIndex(SearchIndex):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             if ("body",) not in held:
-                table.create_fts_index("body", use_tantivy=False, replace=True)
+                self._index_create(table, "body", lambda: table.create_fts_index("body", use_tantivy=False,
+                                                                                 replace=False))
             for column, kind in SCALAR_INDEXES:
                 if (column,) not in held:
-                    try:
-                        table.create_scalar_index(column, index_type=kind, replace=False)
-                    except (RuntimeError, OSError, ValueError) as error:  # another process made it first
-                        logger.info("Scalar index on %s not created here: %s", column, error)
+                    self._index_create(table, column, lambda column=column, kind=kind: table.create_scalar_index(
+                        column, index_type=kind, replace=False))
         self._indexes_ready = True
+
+    def _index_create(self, table, column: str, create: Callable[[], Any]) -> None:
+        """Create an index unless another process does it first: two workers writing their first
+        chunks race here, and the loser's commit conflict (or "already exists") is no error as
+        long as the index is there afterwards."""
+        try:
+            self._retry(create)
+        except (RuntimeError, OSError, ValueError) as error:
+            table.checkout_latest()
+            if not any(index.columns == [column] for index in table.list_indices()):
+                raise
+            logger.info("Index on %s was created by another process: %s", column, error)
 
     def _ensure_vector_index(self, table) -> None:
         """An IVF_FLAT index once the table is large enough for it to pay. Searched with every

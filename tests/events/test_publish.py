@@ -4,7 +4,7 @@ from django.db import transaction
 from events.envelope import cloudevent_from_record
 from events.models import Event
 from events.services import event_publish
-from events.subscriptions import subscriptions_for
+from events.subscriptions import Subscription, subscriptions_for
 from ingestion.models import Document
 from tests.conftest import wait_for
 from tests.factories import SourceFactory
@@ -17,6 +17,20 @@ def test_the_ingestion_workflow_is_declared_as_data():
     assert queues == ["parse", "chunk", "embed", "index"]
     for event_type in chain:
         assert callable(subscriptions_for(event_type)[0].resolve())
+
+
+def test_a_subscription_filter_keeps_deliveries_to_events_whose_data_match():
+    filtered = Subscription("freshet.test.happened", "events.tests.handler", queue="sync", when={"replaced": True})
+    assert filtered.wants({"replaced": True, "document_id": 3})
+    assert not filtered.wants({"replaced": False}) and not filtered.wants({}) and not filtered.wants(None)
+    assert Subscription("freshet.test.happened", "events.tests.handler", queue="sync").wants({})
+
+    # A first version indexed: no answer cites it and nobody voted on it, so no task for those.
+    def handlers(data):
+        return {s.handler for s in subscriptions_for("freshet.document.indexed", data)}
+    replacing = {"chat.subscriptions.document_indexed_mark_stale", "feedback.handlers.document_indexed_restore_scores"}
+    assert handlers({"document_id": 1, "replaced": True}) >= replacing
+    assert not handlers({"document_id": 1, "replaced": False}) & replacing
 
 
 @pytest.mark.django_db

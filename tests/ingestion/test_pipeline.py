@@ -83,6 +83,9 @@ def test_new_content_replaces_old_chunks_and_same_content_is_not_reembedded(work
     document = settled(result.document, version=2)
     assert document.status == Document.Status.INDEXED
     assert search_index().chunk_versions(document_id=document.pk) == {f"{document.pk}-0": 2}
+    # The second version replaced an indexed one (its subscribers look for answers and votes).
+    indexed = Event.objects.filter(subject=f"documents/{document.pk}", type="freshet.document.indexed")
+    assert [e.data["replaced"] for e in indexed.order_by("time")] == [False, True]
     assert [h.document_id for h in retrieve("tides", access=AccessFilter(), k=3)][:1] == [document.pk]
     assert not [h for h in retrieve("volcanoes", access=AccessFilter(), k=20, mode="bm25")
                 if h.document_id == document.pk]
