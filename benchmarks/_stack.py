@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,11 +24,10 @@ def django_setup(*, isolated: bool) -> dict[str, str]:
         env = {
             "FRESHET_VAR_DIR": tempfile.mkdtemp(prefix="freshet-bench-"),
             "FRESHET_KEY_PREFIX": f"freshet-bench-{os.getpid()}:",
-            "DJANGO_DEBUG": "1",
         }
         os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "1")
+    env.update(production_like())
     import django
 
     django.setup()
@@ -35,6 +35,18 @@ def django_setup(*, isolated: bool) -> dict[str, str]:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
+    return env
+
+
+def production_like() -> dict[str, str]:
+    """DEBUG off, as `make run` runs (DEBUG records every SQL query: slower, and not what users
+    get), with make run's secret key or a throwaway one; set in this process and returned for
+    the processes it starts."""
+    env = {"DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "0")}
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        key_file = ROOT / "var" / "secret_key"
+        env["DJANGO_SECRET_KEY"] = key_file.read_text().strip() if key_file.exists() else secrets.token_urlsafe(50)
+    os.environ.update(env)
     return env
 
 

@@ -46,12 +46,12 @@ def stack_setup(var_dir: str | None) -> dict[str, str]:
         return django_setup(isolated=True)
     Path(var_dir).mkdir(parents=True, exist_ok=True)
     env = {"FRESHET_VAR_DIR": str(Path(var_dir).resolve()), "FRESHET_KEY_PREFIX": f"freshet-bench-{os.getpid()}:",
-           "DJANGO_DEBUG": "1", "ELASTICSEARCH_URL": "", "DATABASE_URL": ""}
+           "ELASTICSEARCH_URL": "", "DATABASE_URL": ""}
     for name in ("ELASTICSEARCH_URL", "DATABASE_URL"):
         os.environ.pop(name, None)
         env.pop(name)
     os.environ.update(env)
-    django_setup(isolated=False)
+    env.update(django_setup(isolated=False))
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
