@@ -249,7 +249,7 @@ def feedback_reset(source) -> None:
     for model in (Feedback, ChunkFeedback, DocumentFeedback, EvaluationCase):
         model.objects.all().delete()
     ids = list(Chunk.objects.filter(document__source=source).values_list("id", flat=True))
-    search_index().set_feedback(dict.fromkeys(ids, 0.0))
+    search_index().set_feedback(dict.fromkeys(ids, 0.0), {})
     index_refresh()
 
 

@@ -79,10 +79,11 @@ def question_vectors(questions: Iterable[str]) -> dict[str, np.ndarray]:
     return found
 
 
-def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> tuple[dict[str, float], dict[str, bytes]]:
+def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> tuple[dict[str, float], dict[str, bytes] | None]:
     """Recount the votes on these chunks, store their tallies and return their scores and
-    question profiles (encoded; none for a chunk without counted votes). Call inside a
-    transaction.
+    question profiles (encoded; none for a chunk without counted votes). The profiles are None
+    when the questions could not be embedded (a remote embedding service down): the scores still
+    go out, the profiles stay as they were until a later recount. Call inside a transaction.
 
     The tally rows are locked (in chunk id order) before the votes are read, so two recounts of
     the same chunk run one after the other and the later one sees every committed vote.
@@ -95,7 +96,11 @@ def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> tuple[dict[str, float],
     votes = votes_touching(ids)
     counted = votes_counted(votes)
     document_of = {v.chunk_id: v.document_id for v in votes if v.document_id}
-    asked = question_vectors(v.question for mine in counted.values() for v in mine)
+    try:
+        asked: dict[str, np.ndarray] | None = question_vectors(v.question for mine in counted.values() for v in mine)
+    except Exception:
+        logger.warning("Could not embed the voters' questions; writing the scores alone", exc_info=True)
+        asked = None
     now = timezone.now()
     profiles: dict[str, bytes] = {}
     for tally in tallies:
@@ -105,12 +110,13 @@ def chunk_tallies_recompute(chunk_ids: Iterable[str]) -> tuple[dict[str, float],
         tally.score = feedback_score(mine, now=now)
         tally.document_id = document_of.get(tally.chunk_id, tally.document_id)
         tally.updated_at = now  # bulk_update does not apply auto_now
-        profile = QuestionProfile.from_votes(
-            (vote_weight(v, now=now), asked[v.question]) for v in mine if v.question in asked)
-        if profile is not None:
-            profiles[tally.chunk_id] = profile.encode()
+        if asked is not None:
+            profile = QuestionProfile.from_votes(
+                (vote_weight(v, now=now), asked[v.question]) for v in mine if v.question in asked)
+            if profile is not None:
+                profiles[tally.chunk_id] = profile.encode()
     ChunkFeedback.objects.bulk_update(tallies, ["up", "down", "score", "document_id", "updated_at"], batch_size=500)
-    return {tally.chunk_id: tally.score for tally in tallies}, profiles
+    return {tally.chunk_id: tally.score for tally in tallies}, (profiles if asked is not None else None)
 
 
 def document_tally_recompute(document_id: int) -> DocumentFeedback:

@@ -91,8 +91,9 @@ class SearchIndex(ABC):
 
     @abstractmethod
     def set_feedback(self, scores: dict[str, float], profiles: dict[str, bytes] | None = None) -> None:
-        """Rewrite the feedback score of the given chunks, and their question profile (stored as
-        given, returned on hits; empty where `profiles` has none). Ids that are gone are skipped."""
+        """Rewrite the feedback score of the given chunks and, when `profiles` is given, their
+        question profile (stored as given, returned on hits; emptied where `profiles` has none;
+        `None` leaves the stored profiles as they are). Ids that are gone are skipped."""
 
     @abstractmethod
     def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:

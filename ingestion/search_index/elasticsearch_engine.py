@@ -456,12 +456,13 @@ class ElasticsearchIndex(SearchIndex):
         if not self._fields_ready:
             with self._lock:
                 self._fields_add()
-        profiles = profiles or {}
-        actions = [
-            {"_op_type": "update", "_id": chunk_id, "retry_on_conflict": 3,
-             "doc": {"feedback": float(score), "feedback_profile": _profile_out(profiles.get(chunk_id, b""))}}
-            for chunk_id, score in scores.items()
-        ]
+        def doc(chunk_id: str, score: float) -> dict[str, Any]:
+            if profiles is None:
+                return {"feedback": float(score)}
+            return {"feedback": float(score), "feedback_profile": _profile_out(profiles.get(chunk_id, b""))}
+
+        actions = [{"_op_type": "update", "_id": chunk_id, "retry_on_conflict": 3, "doc": doc(chunk_id, score)}
+                   for chunk_id, score in scores.items()]
         # 404: the chunk is gone (document_missing_exception); 409: still contended after retries.
         self._check(self._bulk(actions), skip=(404,), transient=(409,))
 

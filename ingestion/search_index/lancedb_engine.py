@@ -265,13 +265,15 @@ class LanceDBIndex(SearchIndex):
         table = self._open()
         if table is None or not scores:
             return
-        profiles = profiles or {}
-        # One merge writes every score in one table version, however many chunks changed.
-        rows = pa.table({
+        # One merge writes every score in one table version, however many chunks changed; the
+        # columns left out of `rows` keep their values.
+        columns = {
             "id": pa.array(list(scores), pa.string()),
             "feedback": pa.array([float(v) for v in scores.values()], pa.float32()),
-            "feedback_profile": pa.array([profiles.get(i) or None for i in scores], pa.binary()),
-        })
+        }
+        if profiles is not None:
+            columns["feedback_profile"] = pa.array([profiles.get(i) or None for i in scores], pa.binary())
+        rows = pa.table(columns)
         self._retry(lambda: table.merge_insert("id").when_matched_update_all().execute(rows))
 
     # --- reads ------------------------------------------------------------------------------

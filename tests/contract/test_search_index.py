@@ -289,7 +289,9 @@ def test_it_stores_question_profiles_beside_feedback_and_clears_them(engine: Sea
     by_knn = {hit.chunk_id: hit.feedback_profile for hit in engine.knn(axis(4), k=5, access=ANONYMOUS)}
     assert by_bm25 == by_knn == {"1-0": profile, "1-1": b""}
 
-    engine.set_feedback({"1-0": 0.0})  # no profile given: the old one goes
+    engine.set_feedback({"1-0": 0.25})  # profiles not given: the stored one stays
+    assert engine.get_chunks(["1-0"])["1-0"].feedback_profile == profile
+    engine.set_feedback({"1-0": 0.0}, {})  # given, without one for the chunk: it goes
     assert engine.get_chunks(["1-0"])["1-0"].feedback_profile == b""
     # A new version of the document is written without feedback, as the pipeline writes it.
     engine.set_feedback({"1-1": 0.25}, {"1-1": profile})

@@ -201,3 +201,40 @@ def test_the_periodic_refresh_lets_old_votes_fade(documents, settings, handle_la
     tally_row = ChunkFeedback.objects.get(chunk_id=chunk_id)
     assert tally_row.score == pytest.approx(0.5 / 1.5, abs=1e-4) and tally_row.up == 1
     assert tally_row.indexed_score == tally_row.score
+
+
+def test_scores_still_go_out_when_the_questions_cannot_be_embedded(documents, monkeypatch):
+    """The questions are embedded by a remote service that is down (a closed port): the recount
+    gives the scores and no profiles (None: the index keeps the ones it has), and the profiles
+    come with the next recount once the model answers."""
+    import socket
+
+    from django.db import transaction
+
+    from feedback import consumer
+    from feedback.profiles import QuestionProfile
+    from ingestion import embedding
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    user = UserFactory()
+    chunk_id = f"{documents[0].pk}-0"
+    message = message_citing(user, [(chunk_id, documents[0].pk)], question="Which glaciers retreat fastest?")
+    feedback_record(user=user, message_id=message.pk, rating=1, chunk_id=chunk_id)
+    consumer._questions.clear()
+
+    working = embedder()
+    monkeypatch.setattr(embedding, "_embedder", embedding.Embedder(url=f"http://127.0.0.1:{port}"))
+    with transaction.atomic():
+        scores, profiles = consumer.chunk_tallies_recompute([chunk_id])
+    assert profiles is None
+    assert scores == {chunk_id: pytest.approx(feedback_score([vote(1)]), abs=1e-4)}
+
+    monkeypatch.setattr(embedding, "_embedder", working)
+    with transaction.atomic():
+        scores, profiles = consumer.chunk_tallies_recompute([chunk_id])
+    profile = QuestionProfile.decode(profiles[chunk_id])
+    assert (profile.up, profile.down) == (pytest.approx(1.0, abs=1e-4), 0.0)
+    asked = working.encode(["Which glaciers retreat fastest?"])[0]
+    assert profile.up_question == pytest.approx(asked, abs=1e-5)
