@@ -24,7 +24,7 @@ class Subscription:
     # Exact values the event's data must hold for a delivery (all of them); empty: every event.
     # A filter, as in the CloudEvents Subscriptions API: an event the handler would ignore costs
     # no task.
-    when: Mapping[str, Any] = field(default_factory=dict)
+    when: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def resolve(self) -> Callable:
         return import_string(self.handler)
