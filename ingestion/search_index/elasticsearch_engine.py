@@ -456,6 +456,7 @@ class ElasticsearchIndex(SearchIndex):
         if not self._fields_ready:
             with self._lock:
                 self._fields_add()
+
         def doc(chunk_id: str, score: float) -> dict[str, Any]:
             if profiles is None:
                 return {"feedback": float(score)}
