@@ -18,9 +18,11 @@ The first run indexes the corpus (several minutes on two cores); keep the folder
     .venv/bin/python benchmarks/feedback_replay.py --var-dir /tmp/freshet-feedback-replay
     .venv/bin/python benchmarks/feedback_replay.py --var-dir /tmp/freshet-feedback-replay --index-only
 
-`--tune` also searches the boost weight and the smoothing prior on the train split alone (votes
-from one half of the train queries, gains measured on that half, harm on the other half) by
-re-ranking the same fused candidate lists with `chat.retrieval.apply_feedback`.
+`--tune` instead searches the boost's settings on the train split alone (votes from one half of
+the train queries, gains measured on that half, harm on the other half) by re-ranking the same
+fused candidate lists with `chat.retrieval.apply_feedback`: first the score alone (smoothing
+prior, thumbs-down weight, boost weight), then with the question profiles
+(SEARCH_FEEDBACK_CONTEXT_*).
 """
 
 from __future__ import annotations
