@@ -176,19 +176,22 @@ def reranked(hits_by_query: dict[str, list], feedback: dict[str, tuple[float, by
 
 def simulated_feedback(votes: dict[str, list[tuple]], vectors: dict, *, prior: float,
                        down: float) -> dict[str, tuple[float, bytes]]:
-    """chunk id -> (score, encoded question profile), as the feedback consumer computes them for
-    fresh votes (feedback/selectors.py feedback_score, feedback/profiles.py)."""
+    """chunk id -> (score, encoded question profile) for fresh votes, computed by the feedback
+    consumer's own functions (feedback/selectors.py, feedback/profiles.py)."""
     import numpy as np
+    from django.utils import timezone
 
     from feedback.profiles import QuestionProfile
+    from feedback.selectors import Vote, feedback_score, vote_weight
 
+    now = timezone.now()
     out = {}
     for chunk_id, cast in votes.items():
-        ups, downs = sum(1 for r, _ in cast if r > 0), sum(1 for r, _ in cast if r < 0)
-        total = ups + down * downs
-        score = (ups - down * downs) / (total + prior) if total else 0.0
+        fresh = [(Vote(feedback_id=0, user_id=0, chunk_id=chunk_id, document_id=None, rating=r, reason="",
+                       on_chunk=True, at=now, hour_rank=0), q) for r, q in cast]
+        score = feedback_score([v for v, _ in fresh], now=now, prior=prior, down_weight=down)
         profile = QuestionProfile.from_votes(
-            (1.0 if r > 0 else -down, np.asarray(vectors[q], dtype=np.float32)) for r, q in cast)
+            (vote_weight(v, now=now, down_weight=down), np.asarray(vectors[q], dtype=np.float32)) for v, q in fresh)
         out[chunk_id] = (score, profile.encode() if profile else b"")
     return out
 

@@ -13,7 +13,6 @@ import functools
 import html
 import re
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -22,7 +21,7 @@ import numpy as np
 from django.conf import settings
 
 from feedback.profiles import QuestionProfile, unit_vector
-from ingestion.embedding import embedder
+from ingestion.embedding import VectorCache, embedder
 from ingestion.search_index import AccessFilter, SearchHit, search_index
 
 Mode = Literal["hybrid", "bm25", "knn"]
@@ -203,8 +202,7 @@ class QueryBatcher:
 
 
 _query_batcher = QueryBatcher()
-_query_cache: OrderedDict[str, list[float]] = OrderedDict()
-_query_cache_lock = threading.Lock()
+_query_cache = VectorCache()
 
 
 def _query_vector(query: str) -> list[float]:
@@ -212,18 +210,10 @@ def _query_vector(query: str) -> list[float]:
     (people ask the same things again: a retried chat question, a popular search), else encoded.
     Vectors depend on the query text and the model only, so the cache never needs invalidating."""
     size = settings.SEARCH_QUERY_CACHE_SIZE
-    if size:
-        with _query_cache_lock:
-            vector = _query_cache.get(query)
-            if vector is not None:
-                _query_cache.move_to_end(query)
-                return vector
+    if size and (held := _query_cache.get_many([query])):
+        return held[query]
     vector = _query_batcher.encode(query)
-    if size:
-        with _query_cache_lock:
-            _query_cache[query] = vector
-            while len(_query_cache) > size:
-                _query_cache.popitem(last=False)
+    _query_cache.put(query, vector, size=size)
     return vector
 
 

@@ -21,8 +21,6 @@ For every vote:
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -42,7 +40,7 @@ from feedback.profiles import QuestionProfile
 from feedback.refetch import RefetchFailed, refetch_url, url_fetch
 from feedback.selectors import document_tally_counts, feedback_score, vote_weight, votes_counted, votes_touching
 from ingestion.chunking import max_chunk_tokens
-from ingestion.embedding import embedder
+from ingestion.embedding import VectorCache, embedder
 from ingestion.models import Document
 from ingestion.search_index import search_index
 from ingestion.tasks import search_index_refresh_soon
@@ -59,23 +57,18 @@ def _key(name: str) -> str:
 
 
 # --- Tallies ----------------------------------------------------------------------------------
-_questions: OrderedDict[str, np.ndarray] = OrderedDict()
-_questions_lock = threading.Lock()
+_questions = VectorCache()
 
 
 def question_vectors(questions: Iterable[str]) -> dict[str, np.ndarray]:
     """The embedding of each question (same model as the index), from a small per-process cache."""
     wanted = sorted({q for q in questions if q})
-    with _questions_lock:
-        found = {q: _questions[q] for q in wanted if q in _questions}
+    found = _questions.get_many(wanted)
     missing = [q for q in wanted if q not in found]
     if missing:
-        vectors = embedder().encode(missing)
-        with _questions_lock:
-            for question, vector in zip(missing, vectors, strict=True):
-                found[question] = _questions[question] = np.asarray(vector, dtype=np.float32)
-            while len(_questions) > QUESTION_CACHE_SIZE:
-                _questions.popitem(last=False)
+        for question, vector in zip(missing, embedder().encode(missing), strict=True):
+            found[question] = np.asarray(vector, dtype=np.float32)
+            _questions.put(question, found[question], size=QUESTION_CACHE_SIZE)
     return found
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -112,6 +114,38 @@ class Embedder:
                 texts, batch_size=self.forward_batch, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False,
             ).astype(np.float32)
+
+
+class VectorCache:
+    """A small thread-safe LRU of text -> embedding, per process (query and question vectors:
+    they depend on the text and the model only, so entries never go stale)."""
+
+    def __init__(self) -> None:
+        self._held: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, texts: Iterable[str]) -> dict[str, object]:
+        found = {}
+        with self._lock:
+            for text in texts:
+                if text in self._held:
+                    self._held.move_to_end(text)
+                    found[text] = self._held[text]
+        return found
+
+    def put(self, text: str, vector: object, *, size: int) -> None:
+        """Keep `vector` for `text`, dropping the least recently used beyond `size` (0: keep none)."""
+        if size <= 0:
+            return
+        with self._lock:
+            self._held[text] = vector
+            self._held.move_to_end(text)
+            while len(self._held) > size:
+                self._held.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
 
 
 _embedder: Embedder | None = None

@@ -127,12 +127,8 @@ class LanceDBIndex(SearchIndex):
             if column.name in table.schema.names:
                 continue
             logger.info("Adding column %s to the search index", column.name)
-            try:
-                self._retry(lambda column=column: table.add_columns(column))
-            except (OSError, RuntimeError, ValueError):
-                table.checkout_latest()
-                if column.name not in table.schema.names:  # not a race with another process
-                    raise
+            self._create_once(table, lambda column=column: table.add_columns(column),
+                              made=lambda column=column: column.name in table.schema.names)
 
     def _ensure_indexes(self, table) -> None:
         """The full-text index, and scalar indexes on what every query filters by (access, source,
@@ -143,25 +139,31 @@ class LanceDBIndex(SearchIndex):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             if ("body",) not in held:
-                self._index_create(table, "body", lambda: table.create_fts_index("body", use_tantivy=False,
-                                                                                 replace=False))
+                self._create_once(table, lambda: table.create_fts_index("body", use_tantivy=False, replace=False),
+                                  made=lambda: self._indexed(table, "body"))
             for column, kind in SCALAR_INDEXES:
                 if (column,) not in held:
-                    self._index_create(table, column, lambda column=column, kind=kind: table.create_scalar_index(
-                        column, index_type=kind, replace=False))
+                    self._create_once(
+                        table, lambda column=column, kind=kind: table.create_scalar_index(
+                            column, index_type=kind, replace=False),
+                        made=lambda column=column: self._indexed(table, column))
         self._indexes_ready = True
 
-    def _index_create(self, table, column: str, create: Callable[[], Any]) -> None:
-        """Create an index unless another process does it first: two workers writing their first
-        chunks race here, and the loser's commit conflict (or "already exists") is no error as
-        long as the index is there afterwards."""
+    @staticmethod
+    def _indexed(table, column: str) -> bool:
+        return any(index.columns == [column] for index in table.list_indices())
+
+    def _create_once(self, table, create: Callable[[], Any], *, made: Callable[[], bool]) -> None:
+        """Add an index or a column unless another process does it first: two workers opening the
+        table or writing their first chunks race here, and the loser's commit conflict (or
+        "already exists") is no error as long as `made()` holds afterwards."""
         try:
             self._retry(create)
         except (RuntimeError, OSError, ValueError) as error:
             table.checkout_latest()
-            if not any(index.columns == [column] for index in table.list_indices()):
+            if not made():
                 raise
-            logger.info("Index on %s was created by another process: %s", column, error)
+            logger.info("Made by another process meanwhile: %s", error)
 
     def _ensure_vector_index(self, table) -> None:
         """An IVF_FLAT index once the table is large enough for it to pay. Searched with every
