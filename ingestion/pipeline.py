@@ -11,11 +11,12 @@ twice and a late task never overwrites newer content. Status changes are conditi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -30,10 +31,11 @@ from ingestion.chunking import chunks_split
 from ingestion.embedding import embedder
 from ingestion.models import Chunk, Document, Source
 from ingestion.parsers import ParseError, parse
-from ingestion.search_index import ChunkRecord, search_index
+from ingestion.search_index import ChunkRecord, DocumentChunks, search_index
 from ingestion.tasks import search_index_refresh_soon
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VECTORS_TTL_SECONDS = 24 * 3600
 TRANSIENT = (TransientError, ConnectionError, TimeoutError, redis.RedisError,
@@ -156,8 +158,7 @@ def document_chunk(document: Document, version: int, data: dict) -> None:
             rows, update_conflicts=True, unique_fields=["id"],
             update_fields=["text", "token_count", "embedding_model", "version", "ordinal"],
         )
-        member = f"{document.pk}:{version}"
-        transaction.on_commit(lambda: redis_client().zadd(_embed_pending_key(), {member: time.time()}))
+        transaction.on_commit(lambda: _pending_add("embed", document, version))
         _publish("freshet.document.chunked", document, version, chunks=len(rows))
 
 
@@ -172,60 +173,78 @@ def _vectors_key(document_id: int, version: int) -> str:
     return f"{settings.REDIS_KEY_PREFIX}vectors:{document_id}:{version}"
 
 
-def _embed_pending_key() -> str:
-    return f"{settings.REDIS_KEY_PREFIX}embed:pending"
+def _pending_key(stage_name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:pending"
 
 
-def _embed_claim_key(member: str) -> str:
-    return f"{settings.REDIS_KEY_PREFIX}embed:claim:{member}"
+def _claim_key(stage_name: str, member: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:claim:{member}"
 
 
-EMBED_CLAIM_SECONDS = 120
+def _pending_add(stage_name: str, document: Document, version: int) -> None:
+    redis_client().zadd(_pending_key(stage_name), {f"{document.pk}:{version}": time.time()})
 
 
-@stage("embedding")
-def document_embed(document: Document, version: int, data: dict) -> None:
-    """Embed this document's chunks, together with those of other documents waiting for the
-    same stage: one model call for many small documents is what keeps a busy pipeline close
-    to the bare model's speed, while an idle one still embeds a lone document at once.
+BATCH_CLAIM_SECONDS = 120
+INDEX_BATCH_CHUNKS = 512
 
-    Documents waiting are members "id:version" of a Redis sorted set (added by the chunk
-    stage). Each is claimed with SET NX before it joins a batch; a task whose document is
-    claimed by another batch retries shortly (transient), and finds its vectors there. If a
-    batch dies, its claims expire and every document's own task embeds it: nothing is lost.
+
+@contextlib.contextmanager
+def _batch(stage_name: str, document: Document, version: int, *, load: Callable[[Document, int], T],
+           size: Callable[[T], int], budget: int) -> Iterator[list[tuple[Document, int, T]]]:
+    """This task's document, and other documents waiting for the same stage, as one batch: one
+    model call or one index write for many small documents is what keeps a busy pipeline close to
+    the bare model's speed, while an idle one still handles a lone document at once.
+
+    Documents waiting are members "id:version" of a Redis sorted set (`_pending_add`, by the stage
+    before). Each is claimed with SET NX before it joins; a task whose document is claimed by
+    another batch retries shortly (transient), and finds its work done. If a batch dies, its
+    claims expire and every document's own task does its part: nothing is lost. `load` gives a
+    document's input (StaleJob: leave it out), `size` its share of the `budget`.
     """
     r = redis_client()
     member = f"{document.pk}:{version}"
-    r.zrem(_embed_pending_key(), member)
-    if r.exists(_vectors_key(document.pk, version)):
-        return  # embedded in another task's batch
-    # ... and perhaps indexed already: the index stage marks the document indexed before it
-    # drops the vectors, so one of the two checks sees it (this one costs a query, so second).
-    if Document.objects.filter(pk=document.pk, version=version, status=Document.Status.INDEXED).exists():
-        return
-    if not r.set(_embed_claim_key(member), "1", nx=True, ex=EMBED_CLAIM_SECONDS):
-        raise TransientError(f"document {member} is being embedded in another batch")
+    if not r.set(_claim_key(stage_name, member), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
+        raise TransientError(f"document {member} is in another {stage_name} batch")
     claimed = [member]
     try:
-        batch = [(document, version, _chunks_of(document, version))]
-        budget = settings.EMBEDDING_BATCH_SIZE - len(batch[0][2])
+        own = load(document, version)
+        batch = [(document, version, own)]
+        budget -= size(own)
         while budget > 0:
-            popped = r.zpopmin(_embed_pending_key(), count=4)
+            popped = r.zpopmin(_pending_key(stage_name), count=4)
             if not popped:
                 break
             for raw, _score in popped:
                 other = raw.decode()
-                if not r.set(_embed_claim_key(other), "1", nx=True, ex=EMBED_CLAIM_SECONDS):
+                if not r.set(_claim_key(stage_name, other), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
                     continue
                 claimed.append(other)
                 other_id, other_version = (int(part) for part in other.split(":"))
                 try:
                     other_document = _current(other_id, other_version)
-                    other_chunks = _chunks_of(other_document, other_version)
+                    loaded = load(other_document, other_version)
                 except StaleJob:
                     continue
-                batch.append((other_document, other_version, other_chunks))
-                budget -= len(other_chunks)
+                batch.append((other_document, other_version, loaded))
+                budget -= size(loaded)
+        yield batch
+    finally:
+        r.delete(*(_claim_key(stage_name, m) for m in claimed))
+
+
+@stage("embedding")
+def document_embed(document: Document, version: int, data: dict) -> None:
+    """Embed this document's chunks, in one model call with those of other documents waiting
+    for the same stage (`_batch`)."""
+    r = redis_client()
+    r.zrem(_pending_key("embed"), f"{document.pk}:{version}")
+    if r.exists(_vectors_key(document.pk, version)):
+        return  # embedded in another task's batch
+    if _indexed(document, version):
+        return
+    with _batch("embed", document, version, load=_chunks_of, size=len,
+                budget=settings.EMBEDDING_BATCH_SIZE) as batch:
         model = embedder()
         try:
             vectors = model.encode([chunk.text for _, _, chunks in batch for chunk in chunks])
@@ -233,8 +252,8 @@ def document_embed(document: Document, version: int, data: dict) -> None:
             if len(batch) == 1:
                 raise
             # Another document may be what broke the batch: this task answers for its own one
-            # only, and the others' own tasks embed them (their claims are released below).
-            logger.exception("Batch embedding failed; embedding document %s alone", member)
+            # only, and the others' own tasks embed them (their claims are released after).
+            logger.exception("Batch embedding failed; embedding document %s v%s alone", document.pk, version)
             batch = batch[:1]
             vectors = model.encode([chunk.text for chunk in batch[0][2]])
         # Vectors live in the search index only; between the embed and index stages they wait in
@@ -245,27 +264,77 @@ def document_embed(document: Document, version: int, data: dict) -> None:
             offset += len(chunks)
             key = _vectors_key(batch_document.pk, batch_version)
             r.set(key, own.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
+            _pending_add("index", batch_document, batch_version)
             _publish("freshet.chunks.embedded", batch_document, batch_version, chunks=len(chunks),
                      model=model.name, dimension=int(own.shape[1]), vectors_key=key, batch=len(batch))
-    finally:
-        r.delete(*(_embed_claim_key(m) for m in claimed))
+
+
+def _indexed(document: Document, version: int) -> bool:
+    """Whether this version is indexed already (read now: the index stage marks a document
+    indexed before it drops its vectors, so a task that finds no vectors asks this second)."""
+    return Document.objects.filter(pk=document.pk, version=version, status=Document.Status.INDEXED).exists()
+
+
+def _index_load(document: Document, version: int) -> tuple[list[Chunk], np.ndarray | None]:
+    """A document's chunks and the vectors the embed stage left for them (None: gone)."""
+    chunks = _chunks_of(document, version)
+    raw = redis_client().get(_vectors_key(document.pk, version))
+    if not raw or len(raw) % (4 * len(chunks)):
+        return chunks, None
+    return chunks, np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), -1)
 
 
 @stage("indexing")
 def document_index(document: Document, version: int, data: dict) -> None:
-    chunks = _chunks_of(document, version)
-    model = embedder()
-    key = data.get("vectors_key") or _vectors_key(document.pk, version)
-    raw = redis_client().get(key)
-    dimension = int(data.get("dimension") or 0)
-    if raw and dimension and len(raw) == 4 * dimension * len(chunks):
-        vectors = np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), dimension)
-    else:
-        logger.info("Vectors for document %s v%s missing; embedding again", document.pk, version)
-        vectors = model.encode([chunk.text for chunk in chunks])
+    """Write this document's chunks into the search index, in one write with those of other
+    documents waiting for the same stage (`_batch`), then mark each indexed."""
+    redis_client().zrem(_pending_key("index"), f"{document.pk}:{version}")
+    if document.status == Document.Status.INDEXED:
+        return  # indexed in another task's batch (checked again below if its vectors are gone)
+    with _batch("index", document, version, load=_index_load, size=lambda loaded: len(loaded[0]),
+                budget=INDEX_BATCH_CHUNKS) as batch:
+        written = []
+        for batch_document, batch_version, (chunks, vectors) in batch:
+            if vectors is None:
+                if batch_document is not document:
+                    continue  # its own task embeds it again
+                if _indexed(document, version):
+                    return
+                logger.info("Vectors for document %s v%s missing; embedding again", document.pk, version)
+                vectors = embedder().encode([chunk.text for chunk in chunks])
+            written.append((batch_document, batch_version, _records(batch_document, batch_version, chunks, vectors)))
+        index = search_index()
+        index.ensure(dimension=len(written[0][2][0].vector))
+        try:
+            index.upsert_documents([DocumentChunks(d.pk, v, records) for d, v, records in written])
+        except TRANSIENT:
+            raise
+        except Exception:
+            if len(written) == 1:
+                raise
+            # As in the embed stage: this task answers for its own document only.
+            logger.exception("Batch index write failed; writing document %s v%s alone", document.pk, version)
+            written = [item for item in written if item[0] is document]
+            index.upsert_documents([DocumentChunks(d.pk, v, records) for d, v, records in written])
+        search_index_refresh_soon()
+        with transaction.atomic():
+            for batch_document, batch_version, records in written:
+                updated = Document.objects.filter(pk=batch_document.pk, version=batch_version).update(
+                    status=Document.Status.INDEXED, error="", chunk_count=len(records),
+                    indexed_at=timezone.now(), indexed_fingerprint=batch_document.fingerprint(),
+                )
+                if updated:  # else a newer version is on its way, and its own write cleans up
+                    # `replaced`: an earlier version had been indexed (answers may cite it, votes
+                    # may be on it).
+                    _publish("freshet.document.indexed", batch_document, batch_version, chunks=len(records),
+                             replaced=batch_document.indexed_at is not None, batch=len(written))
+        redis_client().delete(*(_vectors_key(d.pk, v) for d, v, _ in written))
+
+
+def _records(document: Document, version: int, chunks: list[Chunk], vectors: np.ndarray) -> list[ChunkRecord]:
     source = document.source
     groups = tuple(source.group_names())
-    records = [
+    return [
         ChunkRecord(
             id=chunk.id, document_id=document.pk, source_id=source.pk, ordinal=chunk.ordinal,
             version=version, title=document.title, text=chunk.text, uri=document.uri,
@@ -273,21 +342,6 @@ def document_index(document: Document, version: int, data: dict) -> None:
         )
         for chunk, vector in zip(chunks, vectors, strict=True)
     ]
-    index = search_index()
-    index.ensure(dimension=int(vectors.shape[1]))
-    index.upsert_document(document_id=document.pk, version=version, chunks=records)
-    search_index_refresh_soon()
-    with transaction.atomic():
-        updated = Document.objects.filter(pk=document.pk, version=version).update(
-            status=Document.Status.INDEXED, error="", chunk_count=len(records),
-            indexed_at=timezone.now(), indexed_fingerprint=document.fingerprint(),
-        )
-        if not updated:
-            raise StaleJob
-        # `replaced`: an earlier version had been indexed (answers may cite it, votes may be on it).
-        _publish("freshet.document.indexed", document, version, chunks=len(records),
-                 replaced=document.indexed_at is not None)
-    redis_client().delete(key)
 
 
 def document_unindex(event) -> None:

@@ -7,9 +7,10 @@ from functools import cache
 
 from django.conf import settings
 
-from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks, SearchHit, SearchIndex
 
-__all__ = ["AccessFilter", "ChunkRecord", "SearchHit", "SearchIndex", "search_index", "search_index_reset"]
+__all__ = ["AccessFilter", "ChunkRecord", "DocumentChunks", "SearchHit", "SearchIndex", "search_index",
+           "search_index_reset"]
 
 
 @cache

@@ -32,6 +32,15 @@ class ChunkRecord:
 
 
 @dataclass(frozen=True)
+class DocumentChunks:
+    """A document's chunks at one version, as one item of a batched write."""
+
+    document_id: int
+    version: int
+    chunks: list[ChunkRecord]
+
+
+@dataclass(frozen=True)
 class AccessFilter:
     """Who is asking: staff see everything; others see public sources plus their groups'."""
 
@@ -72,6 +81,13 @@ class SearchIndex(ABC):
     def upsert_document(self, *, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
         """Write a document's chunks at `version` and remove its other chunks (surplus ordinals,
         older versions). A write older than what the index holds changes nothing."""
+
+    def upsert_documents(self, documents: Iterable[DocumentChunks]) -> None:
+        """`upsert_document` for each of several documents; an engine that can write them in one
+        go (fewer commits, one pass over its id index) does so."""
+        for document in documents:
+            self.upsert_document(document_id=document.document_id, version=document.version,
+                                 chunks=document.chunks)
 
     @abstractmethod
     def delete_document(self, document_id: int) -> None: ...

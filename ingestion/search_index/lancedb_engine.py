@@ -15,7 +15,7 @@ import lancedb
 import pyarrow as pa
 from lancedb.index import IvfFlat
 
-from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks, SearchHit, SearchIndex
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,18 +193,27 @@ class LanceDBIndex(SearchIndex):
 
     # --- writes -----------------------------------------------------------------------------
     def upsert_document(self, *, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
-        if chunks:
-            self.ensure(dimension=len(chunks[0].vector))
+        self.upsert_documents([DocumentChunks(document_id, version, chunks)])
+
+    def upsert_documents(self, documents: Iterable[DocumentChunks]) -> None:
+        """One version check, one merge, one clean-up for all the documents: each LanceDB write
+        is a commit and a pass over the id index, so a batch costs about what one document does."""
+        wanted = {int(document.document_id): document for document in documents}
+        first = next((chunk for document in wanted.values() for chunk in document.chunks), None)
+        if first is not None:
+            self.ensure(dimension=len(first.vector))
         table = self._open()
-        if table is None:
+        if table is None or not wanted:
             return
-        doc = int(document_id)
-        held = table.search().where(f"document_id = {doc}").select(["version"]).limit(None).to_list()
-        if any(row["version"] > version for row in held):
-            logger.info("Index holds a newer version of document %s than %s; skipping", doc, version)
-            return
-        if chunks:
-            rows = [self._row(chunk) for chunk in chunks]
+        held = self._versions_held(table, wanted)
+        writing = {}
+        for doc, document in wanted.items():
+            if any(held_version > document.version for held_version in held.get(doc, ())):
+                logger.info("Index holds a newer version of document %s than %s; skipping", doc, document.version)
+            else:
+                writing[doc] = document
+        rows = [self._row(chunk) for document in writing.values() for chunk in document.chunks]
+        if rows:
             self._retry(lambda: (
                 table.merge_insert("id")
                 .when_matched_update_all(where="target.version <= source.version")
@@ -212,15 +221,37 @@ class LanceDBIndex(SearchIndex):
                 .execute(rows)
             ))
             self._ensure_indexes(table)
-        version = int(version)
-        stale = f"document_id = {doc} AND (version < {version} OR (version = {version} AND ordinal >= {len(chunks)}))"
-        if any(row["version"] < version for row in held) or len(held) > len(chunks):
-            self._retry(lambda: table.delete(stale))
+        # Older versions and surplus ordinals of what was written go.
+        stale = [
+            f"(document_id = {doc} AND (version < {int(document.version)} OR "
+            f"(version = {int(document.version)} AND ordinal >= {len(document.chunks)})))"
+            for doc, document in writing.items()
+            if any(v < document.version for v in held.get(doc, ())) or len(held.get(doc, ())) > len(document.chunks)
+        ]
+        if stale:
+            self._retry(lambda: table.delete(" OR ".join(stale)))
         # A newer version may have been written between the check above and the merge: then
         # whatever this write inserted is stale and goes.
-        newer = table.search().where(f"document_id = {doc} AND version > {version}").select(["id"]).limit(1).to_list()
-        if newer:
-            self._retry(lambda: table.delete(f"document_id = {doc} AND version <= {version}"))
+        superseded = [
+            f"(document_id = {doc} AND version <= {int(writing[doc].version)})"
+            for doc, versions in self._versions_held(table, writing).items()
+            if any(v > writing[doc].version for v in versions)
+        ]
+        if superseded:
+            self._retry(lambda: table.delete(" OR ".join(superseded)))
+
+    @staticmethod
+    def _versions_held(table, documents: Iterable[int]) -> dict[int, list[int]]:
+        """Document id -> the version of each of its chunks in the table."""
+        ids = ", ".join(str(int(doc)) for doc in documents)
+        held: dict[int, list[int]] = {}
+        if not ids:
+            return held
+        rows = (table.search().where(f"document_id IN ({ids})").select(["document_id", "version"])
+                .limit(None).to_list())
+        for row in rows:
+            held.setdefault(int(row["document_id"]), []).append(int(row["version"]))
+        return held
 
     @staticmethod
     def _row(chunk: ChunkRecord) -> dict[str, Any]:

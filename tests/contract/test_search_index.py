@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks, SearchHit, SearchIndex
 
 DIM = 8
 ANONYMOUS = AccessFilter()
@@ -176,6 +176,25 @@ def test_it_accepts_newer_and_same_versions_after_partial_updates(engine: Search
 
     write(engine, 1, 1, ["first words again"])
     assert engine.get_chunks(["1-0"])["1-0"].text == "second words, written again"
+
+
+def test_it_writes_several_documents_in_one_call_each_by_its_own_version(engine: SearchIndex) -> None:
+    write(engine, 1, 1, ["one old zero", "one old one", "one old two"])
+    write(engine, 2, 5, ["two current"])
+    write(engine, 3, 1, ["three untouched"])
+
+    engine.upsert_documents([
+        DocumentChunks(1, 2, [chunk(1, 0, "one new zero", version=2)]),  # newer: surplus goes
+        DocumentChunks(2, 4, [chunk(2, 0, "two stale", version=4), chunk(2, 1, "two stale one", version=4)]),
+        DocumentChunks(4, 1, [chunk(4, 0, "four fresh lynx"), chunk(4, 1, "four fresh one")]),
+    ])
+
+    assert engine.chunk_versions() == {"1-0": 2, "2-0": 5, "3-0": 1, "4-0": 1, "4-1": 1}
+    assert engine.get_chunks(["1-0"])["1-0"].text == "one new zero"
+    assert engine.get_chunks(["2-0"])["2-0"].text == "two current"
+    assert ids(engine.bm25("lynx", k=5, access=STAFF)) == ["4-0"]
+    engine.upsert_documents([])
+    assert engine.count() == 5
 
 
 def test_it_removes_every_chunk_when_a_version_has_none(engine: SearchIndex) -> None:

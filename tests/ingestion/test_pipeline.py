@@ -101,8 +101,8 @@ def test_new_content_replaces_old_chunks_and_same_content_is_not_reembedded(work
 
 
 def test_a_burst_of_documents_is_embedded_and_indexed_once_each(worker):
-    """Documents arriving together are embedded in shared batches; each one's own embed task then
-    finds it done (its vectors handed on, or already indexed) and does nothing."""
+    """Documents arriving together are embedded and indexed in shared batches; each one's own
+    task then finds its part done and does nothing."""
     source = SourceFactory()
     documents = [document_ingest(source=source, external_id=f"burst-{i}", content=f"Burst note {i}.".encode())
                  .document for i in range(30)]
@@ -111,6 +111,10 @@ def test_a_burst_of_documents_is_embedded_and_indexed_once_each(worker):
     for document in documents:
         stages = event_types(document)
         assert stages.count("freshet.chunks.embedded") == 1 and stages.count("freshet.document.indexed") == 1, stages
+        assert list(search_index().chunk_versions(document_id=document.pk).values()) == [1]
+    subjects = [f"documents/{document.pk}" for document in documents]
+    indexed = Event.objects.filter(type="freshet.document.indexed", subject__in=subjects)
+    assert max(event.data["batch"] for event in indexed) > 1  # written to the index together
 
 
 def test_reindex_runs_the_pipeline_again(worker):
