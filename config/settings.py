@@ -77,13 +77,18 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 # SQLite file by default; DATABASE_URL (postgres://...) when one machine is not enough.
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'freshet.sqlite3'}")
+_SQLITE = DATABASE_URL.startswith("sqlite:")
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'freshet.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        DATABASE_URL,
+        # Opening an SQLite connection costs more than most of the queries a pipeline task makes:
+        # keep it (a file, no server to hold connections open on). A server database: 0, unless
+        # its connection limit allows each worker process and web thread one of its own.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600 if _SQLITE else 0, minimum=0),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if _SQLITE:
     # Several processes (web, worker) share the file: wait for locks instead of failing. WAL
     # lets readers go on while one process writes, and a commit appends to the log without an
     # fsync of the database (a power cut may lose the last commits, never corrupt the file).
@@ -275,6 +280,12 @@ CELERY_BEAT_SCHEDULE = {
     "search-index-optimize": {
         "task": "ingestion.tasks.search_index_optimize",
         "schedule": env_int("SEARCH_INDEX_OPTIMIZE_SECONDS", 300, minimum=10),
+        "options": {"queue": "sync"},
+    },
+    # Batches of the embed and index stages whose process died are taken up again.
+    "pipeline-batches-recover": {
+        "task": "ingestion.tasks.pipeline_batches_recover",
+        "schedule": 60,
         "options": {"queue": "sync"},
     },
 }

@@ -15,8 +15,10 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis
@@ -35,7 +37,6 @@ from ingestion.search_index import ChunkRecord, DocumentChunks, search_index
 from ingestion.tasks import search_index_refresh_soon
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 VECTORS_TTL_SECONDS = 24 * 3600
 TRANSIENT = (TransientError, ConnectionError, TimeoutError, redis.RedisError,
@@ -75,9 +76,32 @@ def document_fail(document: Document, version: int, *, stage: str, reason: str) 
             _publish("freshet.document.failed", document, version, stage=stage, reason=reason[:2000])
 
 
+def _fail(name: str, document: Document, version: int, error: Exception) -> None:
+    """Fail the document for an error of stage `name`, with a reason a person can act on."""
+    if isinstance(error, StaleJob):
+        logger.info("Dropping %s of document %s v%s: gone or superseded", name, document.pk, version)
+    elif isinstance(error, ParseError):
+        document_fail(document, version, stage=name, reason=str(error))
+    else:
+        logger.error("Stage %s failed for document %s v%s", name, document.pk, version, exc_info=error)
+        document_fail(document, version, stage=name,
+                      reason=f"Internal error while {name}: {type(error).__name__}: {error}")
+
+
+@contextlib.contextmanager
+def _failing(name: str, document: Document, version: int) -> Iterator[None]:
+    """Run one document's work: a transient error goes up (the delivery task retries it), any
+    other fails the document (`_fail`) instead of killing the worker."""
+    try:
+        yield
+    except (*TRANSIENT, DatabaseError):
+        raise
+    except Exception as error:
+        _fail(name, document, version, error)
+
+
 def stage(name: str) -> Callable:
-    """Wrap a stage handler: stale jobs are dropped, transient errors retried by the delivery
-    task, and any other error fails the document with a reason instead of killing the worker."""
+    """Wrap a stage handler taking (document, version, event data) into an event handler."""
 
     def decorate(handler: Callable[[Document, int, dict], None]) -> Callable:
         @functools.wraps(handler)
@@ -90,19 +114,11 @@ def stage(name: str) -> Callable:
                 return
             try:
                 document = _current(document_id, version)
-                handler(document, version, data)
             except StaleJob:
                 logger.info("Dropping %s of document %s v%s: gone or superseded", name, document_id, version)
-            except ParseError as error:
-                document_fail(document, version, stage=name, reason=str(error))
-            except TRANSIENT:
-                raise
-            except DatabaseError:
-                raise
-            except Exception as error:
-                logger.exception("Stage %s failed for document %s v%s", name, document_id, version)
-                document_fail(document, version, stage=name,
-                              reason=f"Internal error while {name}: {type(error).__name__}: {error}")
+                return
+            with _failing(name, document, version):
+                handler(document, version, data)
 
         return run
 
@@ -173,8 +189,44 @@ def _vectors_key(document_id: int, version: int) -> str:
     return f"{settings.REDIS_KEY_PREFIX}vectors:{document_id}:{version}"
 
 
+# --- batches ----------------------------------------------------------------------------------
+# The embed and index stages work on many documents at once: one model call or one index write
+# for many small documents is what keeps a busy pipeline close to the bare model's speed, while
+# an idle one still handles a lone document at once.
+#
+# A document ready for such a stage is a member "id:version" of the stage's pending set (a Redis
+# sorted set, added by the stage before). A task claims documents (SET NX, held by its batch)
+# and moves them from pending to in flight; once their results are out they leave in flight.
+# A document's own task that finds it claimed by another batch does nothing: that batch answers
+# for it. If a batch's process dies, its claims expire and the periodic sweep
+# (`batches_recover`) puts its documents back to pending and drains them: a crash delays the
+# work, never drops it.
+
+BATCH_CLAIM_SECONDS = 120
+INDEX_BATCH_CHUNKS = 512
+
+
+@dataclass(frozen=True)
+class BatchStage:
+    name: str  # also the queue
+    stage: str  # as in failure reasons
+    done: Callable[[Document, int], bool]  # whether another batch did it already
+    load: Callable[[Document, int], Any]  # the document's input; StaleJob: leave it out
+    size: Callable[[Any], int]  # its share of the budget
+    budget: Callable[[], int]
+    work: Callable[[list[tuple[Document, int, Any]]], None]
+
+
+def _member(document: Document, version: int) -> str:
+    return f"{document.pk}:{version}"
+
+
 def _pending_key(stage_name: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}{stage_name}:pending"
+
+
+def _inflight_key(stage_name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:inflight"
 
 
 def _claim_key(stage_name: str, member: str) -> str:
@@ -182,153 +234,161 @@ def _claim_key(stage_name: str, member: str) -> str:
 
 
 def _pending_add(stage_name: str, document: Document, version: int) -> None:
-    redis_client().zadd(_pending_key(stage_name), {f"{document.pk}:{version}": time.time()})
+    redis_client().zadd(_pending_key(stage_name), {_member(document, version): time.time()})
 
 
-BATCH_CLAIM_SECONDS = 120
-INDEX_BATCH_CHUNKS = 512
-
-
-@contextlib.contextmanager
-def _batch(stage_name: str, document: Document, version: int, *, load: Callable[[Document, int], T],
-           size: Callable[[T], int], budget: int) -> Iterator[list[tuple[Document, int, T]]]:
-    """This task's document, and other documents waiting for the same stage, as one batch: one
-    model call or one index write for many small documents is what keeps a busy pipeline close to
-    the bare model's speed, while an idle one still handles a lone document at once.
-
-    Documents waiting are members "id:version" of a Redis sorted set (`_pending_add`, by the stage
-    before). Each is claimed with SET NX before it joins; a task whose document is claimed by
-    another batch retries shortly (transient), and finds its work done. If a batch dies, its
-    claims expire and every document's own task does its part: nothing is lost. `load` gives a
-    document's input (StaleJob: leave it out), `size` its share of the `budget`.
-    """
+def _claim(stage_name: str, members: list[str], holder: str) -> list[str]:
+    """Claim `members` for the batch `holder` (one round trip); those won move to in flight."""
+    if not members:
+        return []
     r = redis_client()
-    member = f"{document.pk}:{version}"
-    if not r.set(_claim_key(stage_name, member), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
-        raise TransientError(f"document {member} is in another {stage_name} batch")
-    claimed = [member]
+    pipe = r.pipeline(transaction=False)
+    for member in members:
+        pipe.set(_claim_key(stage_name, member), holder, nx=True, ex=BATCH_CLAIM_SECONDS)
+    won = [member for member, ok in zip(members, pipe.execute(), strict=True) if ok]
+    if won:
+        pipe.zadd(_inflight_key(stage_name), dict.fromkeys(won, time.time()))
+        pipe.zrem(_pending_key(stage_name), *won)
+        pipe.execute()
+    return won
+
+
+def _settle(stage_name: str, members: list[str], *, done: list[str]) -> None:
+    """Release the claims of a batch: `done` members leave the stage, the others go back to
+    pending for the next batch."""
+    if not members:
+        return
+    r = redis_client()
+    pipe = r.pipeline(transaction=False)
+    pipe.delete(*(_claim_key(stage_name, member) for member in members))
+    pipe.zrem(_inflight_key(stage_name), *members)
+    again = [member for member in members if member not in set(done)]
+    if again:
+        pipe.zadd(_pending_key(stage_name), dict.fromkeys(again, time.time()))
+    pipe.execute()
+
+
+def _batch_run(spec: BatchStage, document: Document | None = None, version: int = 0) -> None:
+    """Run one batch of `spec`'s stage: this task's document (unless None, a drain), then other
+    pending documents while the budget lasts. A transient error sends what was claimed back to
+    pending (and goes up, for the task to retry); anything else is the failure of a document."""
+    holder = _member(document, version) if document is not None else f"drain:{uuid.uuid4().hex}"
+    claimed: list[str] = []
+    batch: list[tuple[Document, int, Any]] = []
+    budget = spec.budget()
+    again = False
     try:
-        own = load(document, version)
-        batch = [(document, version, own)]
-        budget -= size(own)
-        while budget > 0:
-            popped = r.zpopmin(_pending_key(stage_name), count=4)
-            if not popped:
+        if document is not None:
+            claimed = _claim(spec.name, [holder], holder)
+            if not claimed:
+                logger.debug("Document %s is in another %s batch, which answers for it", holder, spec.name)
+                return
+            if spec.done(document, version):  # by a batch that ended since the caller looked
+                return
+            loaded = spec.load(document, version)  # errors: the stage's, for this document
+            batch.append((document, version, loaded))
+            budget -= spec.size(loaded)
+        r = redis_client()
+        # At most half of what waits: when little is left, other processes get the other half
+        # instead of idling while this one works through all of it.
+        room = (r.zcard(_pending_key(spec.name)) + 1) // 2
+        skipped = 0  # pending, but claimed by another batch this very moment
+        while budget > 0 and room > 0:
+            candidates = [raw.decode() for raw in
+                          r.zrange(_pending_key(spec.name), skipped, skipped + min(room, 8) - 1)]
+            if not candidates:
                 break
-            for raw, _score in popped:
-                other = raw.decode()
-                if not r.set(_claim_key(stage_name, other), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
-                    continue
-                claimed.append(other)
-                other_id, other_version = (int(part) for part in other.split(":"))
+            won = _claim(spec.name, candidates, holder)
+            claimed += won
+            room -= len(won)
+            skipped += len(candidates) - len(won)
+            for member in won:
+                other_id, other_version = (int(part) for part in member.split(":"))
                 try:
-                    other_document = _current(other_id, other_version)
-                    loaded = load(other_document, other_version)
+                    other = _current(other_id, other_version)
                 except StaleJob:
                     continue
-                batch.append((other_document, other_version, loaded))
-                budget -= size(loaded)
-        yield batch
+                with _failing(spec.stage, other, other_version):
+                    loaded = spec.load(other, other_version)
+                    batch.append((other, other_version, loaded))
+                    budget -= spec.size(loaded)
+        if batch:
+            _batch_work(spec, batch)
+    except (*TRANSIENT, DatabaseError):
+        again = True
+        raise
     finally:
-        r.delete(*(_claim_key(stage_name, m) for m in claimed))
+        # Claimed and not done for a transient reason: back to pending. Else each document
+        # claimed is through this stage: done, stale, or failed with its reason.
+        _settle(spec.name, claimed, done=[] if again else claimed)
 
 
-@stage("embedding")
-def document_embed(document: Document, version: int, data: dict) -> None:
-    """Embed this document's chunks, in one model call with those of other documents waiting
-    for the same stage (`_batch`)."""
-    r = redis_client()
-    r.zrem(_pending_key("embed"), f"{document.pk}:{version}")
-    if r.exists(_vectors_key(document.pk, version)):
-        return  # embedded in another task's batch
-    if _indexed(document, version):
+def _batch_work(spec: BatchStage, batch: list[tuple[Document, int, Any]]) -> None:
+    """The stage's work on the batch; if it fails, on each document alone, so a document that
+    breaks a batch fails alone and the others go on."""
+    try:
+        spec.work(batch)
         return
-    with _batch("embed", document, version, load=_chunks_of, size=len,
-                budget=settings.EMBEDDING_BATCH_SIZE) as batch:
-        model = embedder()
-        try:
-            vectors = model.encode([chunk.text for _, _, chunks in batch for chunk in chunks])
-        except Exception:
-            if len(batch) == 1:
-                raise
-            # Another document may be what broke the batch: this task answers for its own one
-            # only, and the others' own tasks embed them (their claims are released after).
-            logger.exception("Batch embedding failed; embedding document %s v%s alone", document.pk, version)
-            batch = batch[:1]
-            vectors = model.encode([chunk.text for chunk in batch[0][2]])
-        # Vectors live in the search index only; between the embed and index stages they wait in
-        # Redis (a claim check), so events stay small. If they expire, the index stage re-embeds.
-        offset = 0
-        for batch_document, batch_version, chunks in batch:
-            own = vectors[offset:offset + len(chunks)]
-            offset += len(chunks)
-            key = _vectors_key(batch_document.pk, batch_version)
-            r.set(key, own.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
-            _pending_add("index", batch_document, batch_version)
-            _publish("freshet.chunks.embedded", batch_document, batch_version, chunks=len(chunks),
-                     model=model.name, dimension=int(own.shape[1]), vectors_key=key, batch=len(batch))
+    except (*TRANSIENT, DatabaseError):
+        raise
+    except Exception as error:
+        if len(batch) == 1:
+            _fail(spec.stage, batch[0][0], batch[0][1], error)
+            return
+        logger.exception("A %s batch of %d documents failed; doing each alone", spec.name, len(batch))
+    for item in batch:
+        with _failing(spec.stage, item[0], item[1]):
+            spec.work([item])
 
 
-def _indexed(document: Document, version: int) -> bool:
-    """Whether this version is indexed already (read now: the index stage marks a document
-    indexed before it drops its vectors, so a task that finds no vectors asks this second)."""
-    return Document.objects.filter(pk=document.pk, version=version, status=Document.Status.INDEXED).exists()
+def _embed_work(batch: list[tuple[Document, int, list[Chunk]]]) -> None:
+    model = embedder()
+    vectors = model.encode([chunk.text for _, _, chunks in batch for chunk in chunks])
+    # Vectors live in the search index only; between the embed and index stages they wait in
+    # Redis (a claim check), so events stay small. If they expire, the index stage re-embeds.
+    r = redis_client()
+    offset = 0
+    for document, version, chunks in batch:
+        own = vectors[offset:offset + len(chunks)]
+        offset += len(chunks)
+        key = _vectors_key(document.pk, version)
+        r.set(key, own.astype(np.float32).tobytes(), ex=VECTORS_TTL_SECONDS)
+        _pending_add("index", document, version)
+        _publish("freshet.chunks.embedded", document, version, chunks=len(chunks),
+                 model=model.name, dimension=int(own.shape[1]), vectors_key=key, batch=len(batch),
+                 batch_first=document is batch[0][0])
 
 
-def _index_load(document: Document, version: int) -> tuple[list[Chunk], np.ndarray | None]:
-    """A document's chunks and the vectors the embed stage left for them (None: gone)."""
+def _index_load(document: Document, version: int) -> tuple[list[Chunk], np.ndarray]:
+    """A document's chunks and their vectors: those the embed stage left, or embedded again if
+    they expired."""
     chunks = _chunks_of(document, version)
     raw = redis_client().get(_vectors_key(document.pk, version))
-    if not raw or len(raw) % (4 * len(chunks)):
-        return chunks, None
-    return chunks, np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), -1)
+    if raw and not len(raw) % (4 * len(chunks)):
+        return chunks, np.frombuffer(raw, dtype=np.float32).reshape(len(chunks), -1)
+    logger.info("Vectors for document %s v%s missing; embedding again", document.pk, version)
+    return chunks, embedder().encode([chunk.text for chunk in chunks])
 
 
-@stage("indexing")
-def document_index(document: Document, version: int, data: dict) -> None:
-    """Write this document's chunks into the search index, in one write with those of other
-    documents waiting for the same stage (`_batch`), then mark each indexed."""
-    redis_client().zrem(_pending_key("index"), f"{document.pk}:{version}")
-    if document.status == Document.Status.INDEXED:
-        return  # indexed in another task's batch (checked again below if its vectors are gone)
-    with _batch("index", document, version, load=_index_load, size=lambda loaded: len(loaded[0]),
-                budget=INDEX_BATCH_CHUNKS) as batch:
-        written = []
-        for batch_document, batch_version, (chunks, vectors) in batch:
-            if vectors is None:
-                if batch_document is not document:
-                    continue  # its own task embeds it again
-                if _indexed(document, version):
-                    return
-                logger.info("Vectors for document %s v%s missing; embedding again", document.pk, version)
-                vectors = embedder().encode([chunk.text for chunk in chunks])
-            written.append((batch_document, batch_version, _records(batch_document, batch_version, chunks, vectors)))
-        index = search_index()
-        index.ensure(dimension=len(written[0][2][0].vector))
-        try:
-            index.upsert_documents([DocumentChunks(d.pk, v, records) for d, v, records in written])
-        except TRANSIENT:
-            raise
-        except Exception:
-            if len(written) == 1:
-                raise
-            # As in the embed stage: this task answers for its own document only.
-            logger.exception("Batch index write failed; writing document %s v%s alone", document.pk, version)
-            written = [item for item in written if item[0] is document]
-            index.upsert_documents([DocumentChunks(d.pk, v, records) for d, v, records in written])
-        search_index_refresh_soon()
-        with transaction.atomic():
-            for batch_document, batch_version, records in written:
-                updated = Document.objects.filter(pk=batch_document.pk, version=batch_version).update(
-                    status=Document.Status.INDEXED, error="", chunk_count=len(records),
-                    indexed_at=timezone.now(), indexed_fingerprint=batch_document.fingerprint(),
-                )
-                if updated:  # else a newer version is on its way, and its own write cleans up
-                    # `replaced`: an earlier version had been indexed (answers may cite it, votes
-                    # may be on it).
-                    _publish("freshet.document.indexed", batch_document, batch_version, chunks=len(records),
-                             replaced=batch_document.indexed_at is not None, batch=len(written))
-        redis_client().delete(*(_vectors_key(d.pk, v) for d, v, _ in written))
+def _index_work(batch: list[tuple[Document, int, tuple[list[Chunk], np.ndarray]]]) -> None:
+    written = [(document, version, _records(document, version, chunks, vectors))
+               for document, version, (chunks, vectors) in batch]
+    index = search_index()
+    index.ensure(dimension=len(written[0][2][0].vector))
+    index.upsert_documents([DocumentChunks(d.pk, v, records) for d, v, records in written])
+    search_index_refresh_soon()
+    with transaction.atomic():
+        for document, version, records in written:
+            updated = Document.objects.filter(pk=document.pk, version=version).update(
+                status=Document.Status.INDEXED, error="", chunk_count=len(records),
+                indexed_at=timezone.now(), indexed_fingerprint=document.fingerprint(),
+            )
+            if updated:  # else a newer version is on its way, and its own write cleans up
+                # `replaced`: an earlier version had been indexed (answers may cite it, votes
+                # may be on it).
+                _publish("freshet.document.indexed", document, version, chunks=len(records),
+                         replaced=document.indexed_at is not None, batch=len(written))
+    redis_client().delete(*(_vectors_key(d.pk, v) for d, v, _ in written))
 
 
 def _records(document: Document, version: int, chunks: list[Chunk], vectors: np.ndarray) -> list[ChunkRecord]:
@@ -342,6 +402,85 @@ def _records(document: Document, version: int, chunks: list[Chunk], vectors: np.
         )
         for chunk, vector in zip(chunks, vectors, strict=True)
     ]
+
+
+def _indexed(document: Document, version: int) -> bool:
+    return Document.objects.filter(pk=document.pk, version=version, status=Document.Status.INDEXED).exists()
+
+
+def _embedded(document: Document, version: int) -> bool:
+    # Its vectors wait for the index stage, or (the index stage marks a document indexed before
+    # it drops its vectors) it is indexed.
+    return bool(redis_client().exists(_vectors_key(document.pk, version))) or _indexed(document, version)
+
+
+BATCH_STAGES = {
+    spec.name: spec for spec in (
+        BatchStage("embed", "embedding", done=_embedded, load=lambda d, v: _chunks_of(d, v), size=len,
+                   budget=lambda: settings.EMBEDDING_BATCH_SIZE, work=_embed_work),
+        BatchStage("index", "indexing", done=_indexed, load=_index_load, size=lambda loaded: len(loaded[0]),
+                   budget=lambda: INDEX_BATCH_CHUNKS, work=_index_work),
+    )
+}
+
+
+@stage("embedding")
+def document_embed(document: Document, version: int, data: dict) -> None:
+    """Embed this document's chunks, in one model call with those of other pending documents."""
+    if _embedded(document, version):
+        return  # in another task's batch
+    _batch_run(BATCH_STAGES["embed"], document, version)
+
+
+def document_index(event) -> None:
+    """The index stage. It hears the first `chunks.embedded` of each embed batch only (see
+    ingestion/subscriptions.py): the others wait in its pending set, and this task writes its
+    document and then every pending one into the index, a batch at a time, marking each indexed.
+    A message per document would cost more than writing the document does."""
+    _document_index(event)
+    batch_drain("index")
+
+
+@stage("indexing")
+def _document_index(document: Document, version: int, data: dict) -> None:
+    if document.status == Document.Status.INDEXED:
+        return  # indexed in another task's batch
+    _batch_run(BATCH_STAGES["index"], document, version)
+
+
+def batch_drain(stage_name: str) -> int:
+    """Run batches of the stage's pending documents until none is left; how many were done."""
+    spec = BATCH_STAGES[stage_name]
+    handled = 0
+    while True:
+        before = redis_client().zcard(_pending_key(stage_name))
+        if not before:
+            return handled
+        _batch_run(spec)
+        after = redis_client().zcard(_pending_key(stage_name))
+        if after >= before:
+            return handled  # the rest is claimed by other batches (or keeps failing transiently)
+        handled += before - after
+
+
+def batches_recover(*, older_than: float = BATCH_CLAIM_SECONDS) -> dict[str, int]:
+    """Put documents whose batch died (in flight, claim expired) back to pending, and report the
+    stages with documents to drain: those, and any pending longer than `older_than` seconds
+    (their own tasks are gone: a batch that failed for a transient reason put them back)."""
+    r = redis_client()
+    stale: dict[str, int] = {}
+    now = time.time()
+    for name in BATCH_STAGES:
+        inflight = [raw.decode() for raw in r.zrangebyscore(_inflight_key(name), "-inf", now - BATCH_CLAIM_SECONDS)]
+        holders = r.mget([_claim_key(name, member) for member in inflight]) if inflight else []
+        orphans = [member for member, holder in zip(inflight, holders, strict=True) if holder is None]
+        if orphans:
+            logger.warning("Recovering %d documents of a dead %s batch", len(orphans), name)
+            _settle(name, orphans, done=[])
+        waiting = len(orphans) + r.zcount(_pending_key(name), "-inf", now - older_than)
+        if waiting:
+            stale[name] = waiting
+    return stale
 
 
 def document_unindex(event) -> None:

@@ -61,3 +61,22 @@ def search_index_refresh_soon() -> None:
         # at most 1/REFRESH_COST_FACTOR of a core while documents stream in.
         countdown = min(max(settings.SEARCH_INDEX_REFRESH_SECONDS, REFRESH_COST_FACTOR * cost), REFRESH_GUARD_SECONDS)
         search_index_refresh.apply_async(countdown=countdown, queue="index")
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def pipeline_batches_recover() -> None:
+    """Periodic: documents of a batch whose process died go back to pending, and stages with
+    documents pending for long (nobody's task took them) are drained on their own queues."""
+    from ingestion.pipeline import batches_recover
+
+    for stage_name in batches_recover():
+        pipeline_batch_drain.apply_async(args=[stage_name], queue=stage_name)
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=(ConnectionError, TimeoutError, redis.RedisError),
+             retry_backoff=2, retry_backoff_max=300, max_retries=None)
+def pipeline_batch_drain(stage_name: str) -> None:
+    """Run the stage's pending documents in batches (see ingestion.pipeline, batches)."""
+    from ingestion.pipeline import batch_drain
+
+    batch_drain(stage_name)

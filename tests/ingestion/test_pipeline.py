@@ -1,9 +1,13 @@
 """End to end through a real Celery worker process, real PostgreSQL, Redis and LanceDB."""
 
+import time
+
 import pytest
 
 from chat.retrieval import retrieve
+from config.redis_client import redis_client
 from events.models import Event
+from ingestion import pipeline
 from ingestion.models import Chunk, Document
 from ingestion.search_index import AccessFilter, search_index
 from ingestion.services import (
@@ -13,6 +17,7 @@ from ingestion.services import (
     document_reindex,
     source_delete,
 )
+from ingestion.tasks import pipeline_batches_recover
 from tests.conftest import wait_for
 from tests.factories import SourceFactory
 from tests.samples import PNG_BYTES, pdf_bytes
@@ -115,6 +120,23 @@ def test_a_burst_of_documents_is_embedded_and_indexed_once_each(worker):
     subjects = [f"documents/{document.pk}" for document in documents]
     indexed = Event.objects.filter(type="freshet.document.indexed", subject__in=subjects)
     assert max(event.data["batch"] for event in indexed) > 1  # written to the index together
+
+
+def test_the_documents_of_a_batch_whose_process_died_are_indexed_by_the_sweep(worker):
+    document = settled(document_ingest(source=SourceFactory(), external_id="orphan",
+                                       content=b"Orphaned by a dead batch.").document)
+    # What a batch leaves behind when its process is killed mid-write: the document processing,
+    # in flight in the index stage with its claim expired, its own task gone, its vectors too.
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING)
+    stale = time.time() - pipeline.BATCH_CLAIM_SECONDS - 1
+    redis_client().zadd(pipeline._inflight_key("index"), {f"{document.pk}:1": stale})
+
+    pipeline_batches_recover()  # the periodic sweep
+
+    assert settled(document).status == Document.Status.INDEXED
+    assert event_types(document).count("freshet.document.indexed") == 2
+    assert not redis_client().zscore(pipeline._inflight_key("index"), f"{document.pk}:1")
+    assert pipeline.batches_recover() == {}
 
 
 def test_reindex_runs_the_pipeline_again(worker):
