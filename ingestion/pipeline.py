@@ -215,6 +215,9 @@ class BatchStage:
     size: Callable[[Any], int]  # its share of the budget
     budget: Callable[[], int]
     work: Callable[[list[tuple[Document, int, Any]]], None]
+    # Take at most half of what waits, so other processes get the rest instead of idling (for
+    # work that uses a core each); else all of it up to the budget.
+    share: bool = False
 
 
 def _member(document: Document, version: int) -> str:
@@ -268,10 +271,11 @@ def _settle(stage_name: str, members: list[str], *, done: list[str]) -> None:
     pipe.execute()
 
 
-def _batch_run(spec: BatchStage, document: Document | None = None, version: int = 0) -> None:
+def _batch_run(spec: BatchStage, document: Document | None = None, version: int = 0) -> int:
     """Run one batch of `spec`'s stage: this task's document (unless None, a drain), then other
-    pending documents while the budget lasts. A transient error sends what was claimed back to
-    pending (and goes up, for the task to retry); anything else is the failure of a document."""
+    pending documents while the budget lasts; how many documents it claimed. A transient error
+    sends what was claimed back to pending (and goes up, for the task to retry); anything else
+    is the failure of a document."""
     holder = _member(document, version) if document is not None else f"drain:{uuid.uuid4().hex}"
     claimed: list[str] = []
     batch: list[tuple[Document, int, Any]] = []
@@ -282,16 +286,15 @@ def _batch_run(spec: BatchStage, document: Document | None = None, version: int 
             claimed = _claim(spec.name, [holder], holder)
             if not claimed:
                 logger.debug("Document %s is in another %s batch, which answers for it", holder, spec.name)
-                return
+                return 0
             if spec.done(document, version):  # by a batch that ended since the caller looked
-                return
+                return 1
             loaded = spec.load(document, version)  # errors: the stage's, for this document
             batch.append((document, version, loaded))
             budget -= spec.size(loaded)
         r = redis_client()
-        # At most half of what waits: when little is left, other processes get the other half
-        # instead of idling while this one works through all of it.
-        room = (r.zcard(_pending_key(spec.name)) + 1) // 2
+        waiting = r.zcard(_pending_key(spec.name))
+        room = (waiting + 1) // 2 if spec.share else waiting
         skipped = 0  # pending, but claimed by another batch this very moment
         while budget > 0 and room > 0:
             candidates = [raw.decode() for raw in
@@ -314,6 +317,7 @@ def _batch_run(spec: BatchStage, document: Document | None = None, version: int 
                     budget -= spec.size(loaded)
         if batch:
             _batch_work(spec, batch)
+        return len(claimed)
     except (*TRANSIENT, DatabaseError):
         again = True
         raise
@@ -417,7 +421,7 @@ def _embedded(document: Document, version: int) -> bool:
 BATCH_STAGES = {
     spec.name: spec for spec in (
         BatchStage("embed", "embedding", done=_embedded, load=lambda d, v: _chunks_of(d, v), size=len,
-                   budget=lambda: settings.EMBEDDING_BATCH_SIZE, work=_embed_work),
+                   budget=lambda: settings.EMBEDDING_BATCH_SIZE, work=_embed_work, share=True),
         BatchStage("index", "indexing", done=_indexed, load=_index_load, size=lambda loaded: len(loaded[0]),
                    budget=lambda: INDEX_BATCH_CHUNKS, work=_index_work),
     )
@@ -432,35 +436,64 @@ def document_embed(document: Document, version: int, data: dict) -> None:
     _batch_run(BATCH_STAGES["embed"], document, version)
 
 
+INDEX_GATHER_SECONDS = 0.25
+
+
 def document_index(event) -> None:
     """The index stage. It hears the first `chunks.embedded` of each embed batch only (see
-    ingestion/subscriptions.py): the others wait in its pending set, and this task writes its
-    document and then every pending one into the index, a batch at a time, marking each indexed.
-    A message per document would cost more than writing the document does."""
-    _document_index(event)
-    batch_drain("index")
+    ingestion/subscriptions.py): every document embedded waits in the stage's pending set, and
+    this task has it drained INDEX_GATHER_SECONDS later, a batch (one index write) at a time,
+    each document marked indexed. The wait gathers what the embed batches of that moment
+    produce into one write: each LanceDB write is a commit, and later a compaction."""
+    drain_soon("index", countdown=INDEX_GATHER_SECONDS)
 
 
-@stage("indexing")
-def _document_index(document: Document, version: int, data: dict) -> None:
-    if document.status == Document.Status.INDEXED:
-        return  # indexed in another task's batch
-    _batch_run(BATCH_STAGES["index"], document, version)
+def _drain_flag(stage_name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:drain-scheduled"
+
+
+def drain_soon(stage_name: str, *, countdown: float = 0.0) -> None:
+    """Have the stage's pending documents drained `countdown` seconds from now, once however
+    many ask meanwhile (the drain clears the flag before it looks, so nothing asked for after
+    it looked is missed)."""
+    from ingestion.tasks import pipeline_batch_drain
+
+    if redis_client().set(_drain_flag(stage_name), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
+        pipeline_batch_drain.apply_async(args=[stage_name], queue=stage_name, countdown=countdown)
+
+
+def _drainer_key(stage_name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:drainer"
 
 
 def batch_drain(stage_name: str) -> int:
-    """Run batches of the stage's pending documents until none is left; how many were done."""
+    """Run batches of the stage's pending documents until none is left; how many it claimed.
+
+    One drainer at a time per stage: a task that finds another draining leaves its documents to
+    it, so while one batch is written the next ones gather, and a busy pipeline makes few large
+    writes instead of many small ones. The drainer looks again after it lets go, so a document
+    that arrived meanwhile is never left without one.
+    """
     spec = BATCH_STAGES[stage_name]
+    r = redis_client()
+    r.delete(_drain_flag(stage_name))
+    key, me = _drainer_key(stage_name), uuid.uuid4().hex
     handled = 0
-    while True:
-        before = redis_client().zcard(_pending_key(stage_name))
-        if not before:
-            return handled
-        _batch_run(spec)
-        after = redis_client().zcard(_pending_key(stage_name))
-        if after >= before:
-            return handled  # the rest is claimed by other batches (or keeps failing transiently)
-        handled += before - after
+    while r.zcard(_pending_key(stage_name)) and r.set(key, me, nx=True, ex=BATCH_CLAIM_SECONDS):
+        taken = True
+        try:
+            while taken and r.zcard(_pending_key(stage_name)):
+                # Nothing taken: what waits is being claimed by another batch this very moment
+                # (which answers for it).
+                taken = _batch_run(spec)
+                handled += taken
+                r.set(key, me, xx=True, ex=BATCH_CLAIM_SECONDS)
+        finally:
+            if r.get(key) == me.encode():
+                r.delete(key)
+        if not taken:
+            break
+    return handled
 
 
 def batches_recover(*, older_than: float = BATCH_CLAIM_SECONDS) -> dict[str, int]:

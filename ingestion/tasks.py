@@ -8,14 +8,16 @@ import time
 import redis
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from config.redis_client import redis_client
+from events.errors import TransientError
 from ingestion.search_index import search_index
 
 logger = logging.getLogger(__name__)
 
 REFRESH_GUARD_SECONDS = 30  # a lost refresh task holds back the next one at most this long
-REFRESH_COST_FACTOR = 5  # refreshes at most every 5x the last refresh's duration
+REFRESH_COST_FACTOR = 20  # refreshes at most every 20x the last refresh's duration
 
 
 def _refresh_flag() -> str:
@@ -67,14 +69,15 @@ def search_index_refresh_soon() -> None:
 def pipeline_batches_recover() -> None:
     """Periodic: documents of a batch whose process died go back to pending, and stages with
     documents pending for long (nobody's task took them) are drained on their own queues."""
-    from ingestion.pipeline import batches_recover
+    from ingestion.pipeline import batches_recover, drain_soon
 
     for stage_name in batches_recover():
-        pipeline_batch_drain.apply_async(args=[stage_name], queue=stage_name)
+        drain_soon(stage_name)
 
 
-@shared_task(acks_late=True, ignore_result=True, autoretry_for=(ConnectionError, TimeoutError, redis.RedisError),
-             retry_backoff=2, retry_backoff_max=300, max_retries=None)
+@shared_task(acks_late=True, ignore_result=True, retry_backoff=2, retry_backoff_max=300, max_retries=None,
+             autoretry_for=(TransientError, ConnectionError, TimeoutError, redis.RedisError, OperationalError,
+                            InterfaceError))
 def pipeline_batch_drain(stage_name: str) -> None:
     """Run the stage's pending documents in batches (see ingestion.pipeline, batches)."""
     from ingestion.pipeline import batch_drain
