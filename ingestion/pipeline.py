@@ -442,10 +442,18 @@ INDEX_GATHER_SECONDS = 0.25
 def document_index(event) -> None:
     """The index stage. It hears the first `chunks.embedded` of each embed batch only (see
     ingestion/subscriptions.py): every document embedded waits in the stage's pending set, and
-    this task has it drained INDEX_GATHER_SECONDS later, a batch (one index write) at a time,
-    each document marked indexed. The wait gathers what the embed batches of that moment
-    produce into one write: each LanceDB write is a commit, and later a compaction."""
-    drain_soon("index", countdown=INDEX_GATHER_SECONDS)
+    this task has it drained, a batch (one index write) at a time, each document marked indexed.
+    While documents stream in (the last drain ended less than INDEX_GATHER_SECONDS ago), the
+    drain waits that long, gathering what the embed batches of that moment produce into one
+    write: each LanceDB write is a commit, and later compaction work. A lone document goes at
+    once."""
+    drained_at = float(redis_client().get(_drained_at_key("index")) or 0.0)
+    busy = time.time() - drained_at < INDEX_GATHER_SECONDS
+    drain_soon("index", countdown=INDEX_GATHER_SECONDS if busy else 0.0)
+
+
+def _drained_at_key(stage_name: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{stage_name}:drained-at"
 
 
 def _drain_flag(stage_name: str) -> str:
@@ -493,6 +501,8 @@ def batch_drain(stage_name: str) -> int:
                 r.delete(key)
         if not taken:
             break
+    if handled:
+        r.set(_drained_at_key(stage_name), f"{time.time():.3f}", ex=60)
     return handled
 
 
