@@ -6,7 +6,8 @@
 Every stage takes the document id and version from the event, re-reads the row and drops the
 job quietly if the document is gone or has moved on to a newer version, so each is safe to run
 twice and a late task never overwrites newer content. Status changes are conditional UPDATEs
-(no model signal fires for them).
+(no model signal fires for them). The embed and index stages work in batches of documents (see
+"batches" below).
 """
 
 from __future__ import annotations
