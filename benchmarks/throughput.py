@@ -5,7 +5,7 @@ Starts its own worker (one process pool on every queue, as `make run` does) in a
 folder, ingests the corpus, waits until every document is indexed, then encodes the very same
 chunk texts with the bare model. Prints documents/s, chunks/s and the ratio pipeline/bare.
 
-    .venv/bin/python benchmarks/throughput.py [--limit N] [--concurrency 2]
+    .venv/bin/python benchmarks/throughput.py [--limit N] [--concurrency 2] [--pipeline-only]
 """
 
 from __future__ import annotations

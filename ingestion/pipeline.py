@@ -421,7 +421,7 @@ def _embedded(document: Document, version: int) -> bool:
 
 BATCH_STAGES = {
     spec.name: spec for spec in (
-        BatchStage("embed", "embedding", done=_embedded, load=lambda d, v: _chunks_of(d, v), size=len,
+        BatchStage("embed", "embedding", done=_embedded, load=_chunks_of, size=len,
                    budget=lambda: settings.EMBEDDING_BATCH_SIZE, work=_embed_work, share=True),
         BatchStage("index", "indexing", done=_indexed, load=_index_load, size=lambda loaded: len(loaded[0]),
                    budget=lambda: INDEX_BATCH_CHUNKS, work=_index_work),
