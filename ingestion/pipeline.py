@@ -199,11 +199,14 @@ def _vectors_key(document_id: int, version: int) -> str:
 # sorted set, added by the stage before). A task claims documents (SET NX, held by its batch)
 # and moves them from pending to in flight; once their results are out they leave in flight.
 # A document's own task that finds it claimed by another batch does nothing: that batch answers
-# for it. If a batch's process dies, its claims expire and the periodic sweep
-# (`batches_recover`) puts its documents back to pending and drains them: a crash delays the
-# work, never drops it.
+# for it. If a batch's process dies, its claims expire (BATCH_CLAIM_SECONDS) and the periodic
+# sweep (`batches_recover`) puts its documents back to pending and drains them: a crash delays
+# the work, never drops it.
 
-BATCH_CLAIM_SECONDS = 120
+# Longer than any healthy batch runs (64 chunks to embed, 512 to write), or a live batch's
+# documents would be taken up again by the sweep (harmless, the work is idempotent, but wasted).
+BATCH_CLAIM_SECONDS = 300
+DRAIN_FLAG_SECONDS = 30  # a lost drain task holds back the next one at most this long
 INDEX_BATCH_CHUNKS = 512
 
 
@@ -467,7 +470,7 @@ def drain_soon(stage_name: str, *, countdown: float = 0.0) -> None:
     it looked is missed)."""
     from ingestion.tasks import pipeline_batch_drain
 
-    if redis_client().set(_drain_flag(stage_name), "1", nx=True, ex=BATCH_CLAIM_SECONDS):
+    if redis_client().set(_drain_flag(stage_name), "1", nx=True, ex=DRAIN_FLAG_SECONDS):
         pipeline_batch_drain.apply_async(args=[stage_name], queue=stage_name, countdown=countdown)
 
 
