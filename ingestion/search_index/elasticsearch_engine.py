@@ -32,7 +32,7 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
 from events.errors import TransientError
-from ingestion.search_index.base import AccessFilter, ChunkRecord, SearchHit, SearchIndex
+from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks, SearchHit, SearchIndex
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -324,55 +324,75 @@ class ElasticsearchIndex(SearchIndex):
         raise TransientError(f"Chunks kept changing during {action}_by_query on {self.alias}; try again")
 
     # --- writes -----------------------------------------------------------------------------
-    @_classified
     def upsert_document(self, *, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
-        doc, version = int(document_id), int(version)
-        if chunks:
-            self.ensure(dimension=len(chunks[0].vector))
-        held = self._held(doc)
+        self.upsert_documents([DocumentChunks(document_id, version, chunks)])
+
+    @_classified
+    def upsert_documents(self, documents: Iterable[DocumentChunks]) -> None:
+        """One version check (a terms aggregation), one bulk request and one clean-up
+        delete-by-query for all the documents."""
+        wanted = {int(document.document_id): document for document in documents}
+        first = next((chunk for document in wanted.values() for chunk in document.chunks), None)
+        if first is not None:
+            self.ensure(dimension=len(first.vector))
+        if not wanted:
+            return
+        held = self._held(list(wanted))
         if held is None:
-            if not chunks:
+            if first is None:
                 return
             # Dropped by another process since this one ensured it.
             self._dimension = None
-            self.ensure(dimension=len(chunks[0].vector))
-            held = _Held()
-        if held.count and held.newest > version:
-            logger.info("Index holds a newer version of document %s than %s; skipping", doc, version)
-            return
-        superseded = self._write_chunks(chunks) if chunks else False
-        of_document = {"term": {"document_id": doc}}
-        if superseded:
-            # A newer version was written while this one was (it passed the check above): what
-            # this write left behind is stale too, and the newer write's cleanup may be done.
-            logger.info("Document %s moved past version %s during the write; removing it", doc, version)
-            up_to_ours = {"range": {"version": {"lte": version}}}
-            self._by_query("delete", {"bool": {"filter": [of_document, up_to_ours]}})
-        elif held.count and (held.oldest < version or held.count > len(chunks)):
-            surplus = {"bool": {"filter": [
-                {"term": {"version": version}}, {"range": {"ordinal": {"gte": len(chunks)}}},
-            ]}}
-            stale = {"bool": {"should": [{"range": {"version": {"lt": version}}}, surplus],
-                              "minimum_should_match": 1}}
-            self._by_query("delete", {"bool": {"filter": [of_document, stale]}})
+            self.ensure(dimension=len(first.vector))
+            held = {}
+        writing: dict[int, tuple[DocumentChunks, _Held]] = {}
+        for doc, document in wanted.items():
+            had = held.get(doc, _Held())
+            if had.count and had.newest > document.version:
+                logger.info("Index holds a newer version of document %s than %s; skipping", doc, document.version)
+            else:
+                writing[doc] = (document, had)
+        chunks = [chunk for document, _ in writing.values() for chunk in document.chunks]
+        superseded = self._write_chunks(chunks) if chunks else set()
+        stale = []
+        for doc, (document, had) in writing.items():
+            version, of_document = int(document.version), {"term": {"document_id": doc}}
+            if doc in superseded:
+                # A newer version was written while this one was (it passed the check above):
+                # what this write left behind is stale too, and the newer write's cleanup may be
+                # done.
+                logger.info("Document %s moved past version %s during the write; removing it", doc, version)
+                stale.append({"bool": {"filter": [of_document, {"range": {"version": {"lte": version}}}]}})
+            elif had.count and (had.oldest < version or had.count > len(document.chunks)):
+                surplus = {"bool": {"filter": [
+                    {"term": {"version": version}}, {"range": {"ordinal": {"gte": len(document.chunks)}}},
+                ]}}
+                older_or_surplus = {"bool": {"should": [{"range": {"version": {"lt": version}}}, surplus],
+                                             "minimum_should_match": 1}}
+                stale.append({"bool": {"filter": [of_document, older_or_surplus]}})
+        if stale:
+            self._by_query("delete", {"bool": {"should": stale, "minimum_should_match": 1}})
 
-    def _held(self, document_id: int) -> _Held | None:
-        """Count and version range of a document's chunks; None if the index does not exist."""
+    def _held(self, documents: list[int]) -> dict[int, _Held] | None:
+        """Count and version range of each document's chunks (absent: none); None if the index
+        does not exist."""
         try:
             response = self._es().search(
-                index=self.alias, size=0, track_total_hits=True,
-                query={"term": {"document_id": document_id}},
-                aggs={"oldest": {"min": {"field": "version"}}, "newest": {"max": {"field": "version"}}},
+                index=self.alias, size=0, query={"terms": {"document_id": documents}},
+                aggs={"documents": {
+                    "terms": {"field": "document_id", "size": len(documents)},
+                    "aggs": {"oldest": {"min": {"field": "version"}}, "newest": {"max": {"field": "version"}}},
+                }},
             )
         except NotFoundError as error:
             if _index_missing(error):
                 return None
             raise
-        count = int(response["hits"]["total"]["value"])
-        if not count:
-            return _Held()
-        aggs = response["aggregations"]
-        return _Held(count=count, oldest=int(aggs["oldest"]["value"]), newest=int(aggs["newest"]["value"]))
+        return {
+            int(bucket["key"]): _Held(count=int(bucket["doc_count"]), oldest=int(bucket["oldest"]["value"]),
+                                      newest=int(bucket["newest"]["value"]))
+            for bucket in response["aggregations"]["documents"]["buckets"]
+        }
 
     @staticmethod
     def _source(chunk: ChunkRecord) -> dict[str, Any]:
@@ -393,8 +413,9 @@ class ElasticsearchIndex(SearchIndex):
             "vector": [float(x) for x in chunk.vector],
         }
 
-    def _write_chunks(self, chunks: list[ChunkRecord]) -> bool:
-        """Write the chunks unless the index holds a newer version of them; True if it did for any.
+    def _write_chunks(self, chunks: list[ChunkRecord]) -> set[int]:
+        """Write the chunks unless the index holds a newer version of them; the documents of
+        which it did for any chunk.
 
         The first pass relies on external versions alone. A conflict can also mean the same
         document version bumped by partial updates (or, on a real cluster, a recent delete's
@@ -406,7 +427,7 @@ class ElasticsearchIndex(SearchIndex):
              "version": external_version(chunk.version), "version_type": "external_gte"}
             for chunk in chunks
         ]
-        superseded = False
+        superseded: set[int] = set()
         for _attempt in range(CONFLICT_ATTEMPTS):
             conflicts = self._check(self._bulk(actions), skip=(409,))
             if not conflicts:
@@ -421,7 +442,7 @@ class ElasticsearchIndex(SearchIndex):
                     # A tombstone outranks our version; `create` succeeds over it (internal versions).
                     actions.append({"_op_type": "create", "_id": chunk.id, "_source": self._source(chunk)})
                 elif int(doc["_source"]["version"]) > chunk.version:
-                    superseded = True
+                    superseded.add(int(chunk.document_id))
                 else:
                     # Same (or older) document version: overwrite at the version it holds, which
                     # fails again if anything changes it in between.
@@ -429,8 +450,8 @@ class ElasticsearchIndex(SearchIndex):
                                     "version": int(doc["_version"]), "version_type": "external_gte"})
             if not actions:
                 return superseded
-        document = chunks[0].document_id
-        raise TransientError(f"Chunks of document {document} kept changing during the write; try again")
+        documents = sorted({int(by_id[action["_id"]].document_id) for action in actions})
+        raise TransientError(f"Chunks of documents {documents} kept changing during the write; try again")
 
     @_classified
     def delete_document(self, document_id: int) -> None:
