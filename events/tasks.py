@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from events.envelope import cloudevent_from_record
 from events.errors import TransientError
 from events.models import Event
 from events.subscriptions import subscriptions_all
 
-__all__ = ["TransientError", "event_deliver"]
+__all__ = ["RETRYABLE", "TransientError", "event_deliver"]
 
 logger = logging.getLogger(__name__)
+
+# Failures worth another try in any task or stage: a service down, a lock held, a timeout.
+RETRYABLE = (TransientError, ConnectionError, TimeoutError, redis.RedisError, OperationalError, InterfaceError)
 
 
 @shared_task(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import redis
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
-from events.errors import TransientError
+# A retry is always safe: a flush recounts from the Feedback table.
+from events.tasks import RETRYABLE
 
-# Worth another try (a flush recounts from the Feedback table, so a retry is always safe).
-RETRYABLE = (TransientError, ConnectionError, TimeoutError, redis.RedisError, OperationalError, InterfaceError)
 REFETCH_RETRIES = 3
 
 

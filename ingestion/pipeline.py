@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.redis_client import redis_client
-from events.errors import TransientError
 from events.services import event_publish
+from events.tasks import RETRYABLE
 from ingestion.chunking import chunks_split
 from ingestion.embedding import embedder
 from ingestion.models import Chunk, Document, Source
@@ -40,8 +39,6 @@ from ingestion.tasks import search_index_refresh_soon
 logger = logging.getLogger(__name__)
 
 VECTORS_TTL_SECONDS = 24 * 3600
-TRANSIENT = (TransientError, ConnectionError, TimeoutError, redis.RedisError,
-             OperationalError, InterfaceError)
 
 
 class StaleJob(Exception):
@@ -95,7 +92,7 @@ def _failing(name: str, document: Document, version: int) -> Iterator[None]:
     other fails the document (`_fail`) instead of killing the worker."""
     try:
         yield
-    except (*TRANSIENT, DatabaseError):
+    except (*RETRYABLE, DatabaseError):
         raise
     except Exception as error:
         _fail(name, document, version, error)
@@ -269,7 +266,8 @@ def _settle(stage_name: str, members: list[str], *, done: list[str]) -> None:
     pipe = r.pipeline(transaction=False)
     pipe.delete(*(_claim_key(stage_name, member) for member in members))
     pipe.zrem(_inflight_key(stage_name), *members)
-    again = [member for member in members if member not in set(done)]
+    finished = set(done)
+    again = [member for member in members if member not in finished]
     if again:
         pipe.zadd(_pending_key(stage_name), dict.fromkeys(again, time.time()))
     pipe.execute()
@@ -291,7 +289,7 @@ def _batch_run(spec: BatchStage, document: Document | None = None, version: int 
             if not claimed:
                 logger.debug("Document %s is in another %s batch, which answers for it", holder, spec.name)
                 return 0
-            if spec.done(document, version):  # by a batch that ended since the caller looked
+            if spec.done(document, version):  # by a batch that has ended
                 return 1
             loaded = spec.load(document, version)  # errors: the stage's, for this document
             batch.append((document, version, loaded))
@@ -322,7 +320,7 @@ def _batch_run(spec: BatchStage, document: Document | None = None, version: int 
         if batch:
             _batch_work(spec, batch)
         return len(claimed)
-    except (*TRANSIENT, DatabaseError):
+    except (*RETRYABLE, DatabaseError):
         again = True
         raise
     finally:
@@ -337,7 +335,7 @@ def _batch_work(spec: BatchStage, batch: list[tuple[Document, int, Any]]) -> Non
     try:
         spec.work(batch)
         return
-    except (*TRANSIENT, DatabaseError):
+    except (*RETRYABLE, DatabaseError):
         raise
     except Exception as error:
         if len(batch) == 1:
@@ -434,9 +432,8 @@ BATCH_STAGES = {
 
 @stage("embedding")
 def document_embed(document: Document, version: int, data: dict) -> None:
-    """Embed this document's chunks, in one model call with those of other pending documents."""
-    if _embedded(document, version):
-        return  # in another task's batch
+    """Embed this document's chunks, in one model call with those of other pending documents
+    (`_batch_run` does nothing if another batch holds it or did it)."""
     _batch_run(BATCH_STAGES["embed"], document, version)
 
 

@@ -8,10 +8,9 @@ import time
 import redis
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
 from config.redis_client import redis_client
-from events.errors import TransientError
+from events.tasks import RETRYABLE
 from ingestion.search_index import search_index
 
 logger = logging.getLogger(__name__)
@@ -75,9 +74,8 @@ def pipeline_batches_recover() -> None:
         drain_soon(stage_name)
 
 
-@shared_task(acks_late=True, ignore_result=True, retry_backoff=2, retry_backoff_max=300, max_retries=None,
-             autoretry_for=(TransientError, ConnectionError, TimeoutError, redis.RedisError, OperationalError,
-                            InterfaceError))
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=RETRYABLE, retry_backoff=2, retry_backoff_max=300,
+             max_retries=None)
 def pipeline_batch_drain(stage_name: str) -> None:
     """Run the stage's pending documents in batches (see ingestion.pipeline, batches)."""
     from ingestion.pipeline import batch_drain
