@@ -27,9 +27,14 @@ $(VENV)/.installed-llm: $(BIN)/python requirements-llm.txt
 	$(BIN)/pip install --quiet -r requirements-llm.txt
 	touch $@
 
-var/secret_key:
-	mkdir -p var
-	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+# The settings read the key from FRESHET_VAR_DIR/secret_key (default var/) when DJANGO_SECRET_KEY
+# is not set, so every command run from a shell (manage.py, daphne, celery) finds this one.
+FRESHET_VAR_DIR ?= var
+SECRET_KEY_FILE := $(FRESHET_VAR_DIR)/secret_key
+
+$(SECRET_KEY_FILE):
+	mkdir -p $(dir $@)
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 # Debian packages the tests need (Chromium for the browser tests).
 system-deps:
@@ -42,12 +47,11 @@ export LLM_BASE_URL ?= http://127.0.0.1:8080/v1
 export LLM_MODEL ?= smollm2
 endif
 
-run: $(VENV)/.installed var/secret_key
+run: $(VENV)/.installed $(SECRET_KEY_FILE)
 	@$(BIN)/python -c "import os, redis; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=2).ping()" 2>/dev/null || { \
 	  echo "Redis does not answer at $(REDIS_URL)."; \
 	  echo "Start one:  redis-server --daemonize yes --port 6379   (or set REDIS_URL to yours)"; exit 1; }
-	@export DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat var/secret_key)}" && \
-	  $(BIN)/python manage.py migrate --noinput -v0 && \
+	@$(BIN)/python manage.py migrate --noinput -v0 && \
 	  $(BIN)/python manage.py collectstatic --noinput -v0 && \
 	  $(BIN)/python manage.py ensure_admin && \
 	  echo "Freshet on http://127.0.0.1:$(PORT)/  (chat: /chat/, admin: /admin/, API: /api/docs/)  Ctrl-C stops it." && \

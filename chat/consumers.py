@@ -38,9 +38,10 @@ from rest_framework import serializers
 from chat.apis.chat import AnswerOutputSerializer, QuestionInputSerializer
 from chat.generation import GenerationError
 from chat.selectors import Asker, conversation_for
-from chat.services import ChatError, answer_pieces, answer_plan, answer_save, conversation_group
+from chat.services import answer_pieces, answer_plan, answer_save, conversation_group
+from config.exceptions import ApplicationError, error_message
 from feedback.models import Feedback
-from feedback.services import FeedbackError, feedback_record
+from feedback.services import feedback_record
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ class FeedbackMessageSerializer(serializers.Serializer):
                                      allow_null=True)
     comment = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=2000,
                                     trim_whitespace=True)
-
-
-def errors_text(errors: dict) -> str:
-    parts = []
-    for name, messages in errors.items():
-        text = " ".join(str(m) for m in (messages if isinstance(messages, list) else [messages]))
-        parts.append(text if name == "non_field_errors" else f"{name}: {text}")
-    return "; ".join(parts)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -150,7 +143,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         serializer = QuestionInputSerializer(data={"question": payload.get("text"),
                                                    "conversation": payload.get("conversation")})
         if not serializer.is_valid():
-            await self.send_error(errors_text(serializer.errors).replace("question:", "text:"), about="question")
+            # The socket calls the question `text`: name the field as the client sent it.
+            errors = {("text" if name == "question" else name): messages
+                      for name, messages in serializer.errors.items()}
+            await self.send_error(error_message(errors), about="question")
             return
         if self.answering is not None and not self.answering.done():
             await self.send_error("Wait for the current answer to finish before asking again.", status=429,
@@ -165,8 +161,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             plan = await in_thread(answer_plan)(asker=self.asker, question=question,
                                                 conversation_id=conversation_id, started=started)
-        except ChatError as error:
-            await self.send_error(error.detail, status=error.status, about="question")
+        except ApplicationError as error:
+            await self.send_error(error.message, status=error.status, about="question")
             return
         except Exception:
             logger.exception("Answering failed before generation")
@@ -187,7 +183,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         return
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", ""))
             except GenerationError as error:
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", error.detail))
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", error.message))
             except Exception:
                 logger.exception("Generation failed")
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", "Generating the answer failed."))
@@ -210,8 +206,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         try:
             message = await in_thread(answer_save)(plan, text="".join(pieces), error=error)
-        except ChatError as failure:
-            await self.send_error(failure.detail, status=failure.status, about="question")
+        except ApplicationError as failure:
+            await self.send_error(failure.message, status=failure.status, about="question")
             return
         except Exception:
             logger.exception("Saving the answer failed")
@@ -228,7 +224,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_feedback(self, payload: dict) -> None:
         serializer = FeedbackMessageSerializer(data={k: v for k, v in payload.items() if k != "type"})
         if not serializer.is_valid():
-            await self.send_error(errors_text(serializer.errors), about="feedback")
+            await self.send_error(error_message(serializer.errors), about="feedback")
             return
         data = serializer.validated_data
         try:
@@ -237,8 +233,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 chunk_id=data.get("chunk_id") or "", reason=data.get("reason") or "",
                 comment=data.get("comment") or "",
             )
-        except FeedbackError as error:
-            await self.send_error(error.detail, status=error.status, about="feedback")
+        except ApplicationError as error:
+            await self.send_error(error.message, status=error.status, about="feedback")
             return
         await self.send_json({"type": "feedback_ack", "feedback_id": feedback.pk, "message_id": feedback.message_id,
                               "chunk_id": feedback.chunk_id or None, "rating": feedback.rating})

@@ -20,16 +20,16 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
 from chat.prompting import Passage
+from chat.text import STOP_WORDS, sentences
+from config.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
 
 
-class GenerationError(Exception):
-    """The language model could not answer; `detail` says why in words a person can act on."""
+class GenerationError(ApplicationError):
+    """The language model could not answer; the message says why in words a person can act on."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    status = 502
 
 
 @dataclass(frozen=True)
@@ -174,20 +174,7 @@ def citations_attribute(text: str, passages: list[Passage], *, threshold: float 
 
 
 # --- Extractive answers ---------------------------------------------------------------------
-# A sentence ends at . ! ? before a capital (with or without the space: extracted text often
-# loses it, "disabilities.A line scan"), at a blank line, or before a bullet.
-_SENTENCE_END = re.compile(
-    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
-    r"|(?<=[a-z0-9)\]][.!?])(?=[A-Z])"
-    r"|\n\s*\n|\n(?=\s*[-*\u2022]\s)"
-)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-STOPWORDS = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have how i if in into is it "
-    "its may might not of on or our should so such than that the their them then there these they this "
-    "those to was we were what when where which while who whom why will with would you your about after "
-    "also any before between both each more most other over some under up very".split()
-)
 MAX_SENTENCE_WORDS = 60
 EMBEDDED_CANDIDATES = 8  # sentences embedded per question: bounds the time to the first token
 NO_ANSWER = "I could not find anything about that in the documents you can see."
@@ -196,7 +183,7 @@ NO_ANSWER = "I could not find anything about that in the documents you can see."
 def _terms(text: str) -> set[str]:
     terms = set()
     for word in _WORD.findall(text.lower()):
-        if word in STOPWORDS or len(word) < 2:
+        if word in STOP_WORDS or len(word) < 2:
             continue
         # A light stem: plurals and -ing/-ed forms meet their root often enough to help overlap.
         for suffix in ("ing", "ed", "es", "s"):
@@ -208,12 +195,13 @@ def _terms(text: str) -> set[str]:
 
 
 def sentences_split(text: str) -> list[str]:
+    """The sentences of `text` that can stand as an answer: at least three words, cut at
+    MAX_SENTENCE_WORDS."""
     pieces = []
-    for raw in _SENTENCE_END.split(text):
-        sentence = " ".join((raw or "").split())
-        if len(sentence.split()) < 3:
-            continue
+    for sentence in sentences(text):
         words = sentence.split()
+        if len(words) < 3:
+            continue
         if len(words) > MAX_SENTENCE_WORDS:
             sentence = " ".join(words[:MAX_SENTENCE_WORDS]) + " \u2026"
         pieces.append(sentence)

@@ -31,6 +31,7 @@ from chat.models import Citation, Conversation, Message
 from chat.prompting import Passage, Prompt, Turn, prompt_build, token_counter
 from chat.retrieval import retrieve
 from chat.selectors import Asker, conversation_for, conversation_turns
+from config.exceptions import ApplicationError
 from ingestion.models import Chunk, Document
 from ingestion.search_index import AccessFilter
 from ingestion.selectors import access_for_user
@@ -38,14 +39,8 @@ from ingestion.selectors import access_for_user
 logger = logging.getLogger(__name__)
 
 
-class ChatError(Exception):
-    """A question that cannot be answered as asked; `detail` says what to do instead."""
-
-    status = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class ChatError(ApplicationError):
+    """A question that cannot be answered as asked; the message says what to do instead."""
 
 
 class ConversationNotFound(ChatError):
@@ -152,8 +147,8 @@ def answer_pieces(plan: AnswerPlan) -> Iterator[str]:
             plan.notice = "The language model returned an empty answer; this one quotes your documents instead."
         except GenerationError as error:
             first = None
-            plan.notice = f"{error.detail} This answer quotes your documents instead."
-            logger.warning("Falling back to an extractive answer: %s", error.detail)
+            plan.notice = f"{error.message} This answer quotes your documents instead."
+            logger.warning("Falling back to an extractive answer: %s", error.message)
         if first is not None:
             plan.first_token_ms = (time.perf_counter() - plan.started) * 1000
             yield first
@@ -224,7 +219,7 @@ def answer_ask(*, asker: Asker, question: str, conversation_id: int | None = Non
         for piece in answer_pieces(plan):
             pieces.append(piece)
     except GenerationError as error:
-        answer_save(plan, text="".join(pieces), error=error.detail)
+        answer_save(plan, text="".join(pieces), error=error.message)
         raise
     return answer_save(plan, text="".join(pieces))
 

@@ -10,11 +10,12 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from ingestion.uploads import UploadBodyLimitMiddleware  # noqa: E402
 
-if os.environ.get("FRESHET_WARM_UP", "1") == "1":
+if settings.FRESHET_WARM_UP:
     import threading
 
     from ingestion.embedding import embedder

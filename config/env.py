@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -10,11 +11,16 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+class SettingsError(ImproperlyConfigured):
+    """The environment gives a setting that is missing or malformed. An operator's mistake, not a
+    bug: the message names the variable and what to set, so manage.py prints it without a traceback."""
+
+
 def env_str(name: str, default: str | None = None) -> str:
     value = os.environ.get(name)
     if value is None:
         if default is None:
-            raise ImproperlyConfigured(f"Environment variable {name} is required.")
+            raise SettingsError(f"Environment variable {name} is required.")
         return default
     return value
 
@@ -28,7 +34,7 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false).")
+    raise SettingsError(f"{name}={value!r} is not a boolean (use 1/0, true/false).")
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
@@ -38,9 +44,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+        raise SettingsError(f"{name}={value!r} is not an integer.") from None
     if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={number} must be at least {minimum}.")
+        raise SettingsError(f"{name}={number} must be at least {minimum}.")
     return number
 
 
@@ -51,7 +57,19 @@ def env_float(name: str, default: float) -> float:
     try:
         return float(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+        raise SettingsError(f"{name}={value!r} is not a number.") from None
+
+
+def env_float_pair(name: str, default: tuple[float, float]) -> tuple[float, float]:
+    """Two numbers written "a,b" (such as soft,hard time limits)."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        first, second = (float(part) for part in value.split(","))
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not two numbers separated by a comma.") from None
+    return first, second
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -59,3 +77,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_secret(name: str, *, file: Path) -> str:
+    """A secret from the variable `name` when set and not empty, else the contents of `file` (written
+    once, as `make run` writes the secret key, so that every process finds it without the
+    variable), else ''."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    try:
+        return file.read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except OSError as error:
+        raise SettingsError(f"{file} cannot be read ({error.strerror}): fix it, or set {name}.") from None

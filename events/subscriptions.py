@@ -54,4 +54,9 @@ def subscriptions_for(event_type: str, data: Mapping[str, Any] | None = None) ->
             if s.event_type == event_type and (data is None or s.wants(data))]
 
 
+def subscription_of(handler: str) -> Subscription | None:
+    """The subscription whose handler is the dotted path `handler` (deliveries name it)."""
+    return next((s for s in subscriptions_all() if s.handler == handler), None)
+
+
 SUBSCRIPTIONS: list[Subscription] = []

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.models import Feedback
 from feedback.selectors import vote_exists
-from feedback.services import MAX_COMMENT_CHARS, FeedbackError, feedback_record
+from feedback.services import MAX_COMMENT_CHARS, feedback_record
 from ingestion.serializers import ErrorSerializer
 
 
@@ -35,11 +35,6 @@ class FeedbackOutputSerializer(serializers.ModelSerializer):
         model = Feedback
         fields = ["feedback_id", "message_id", "chunk_id", "document_id", "rating", "reason", "comment",
                   "created_at", "updated_at"]
-
-
-class FeedbackRefused(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid"
 
 
 class FeedbackApi(APIView):
@@ -66,15 +61,8 @@ class FeedbackApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         changing = vote_exists(user=request.user, message_id=data["message_id"], chunk_id=data.get("chunk_id"))
-        try:
-            feedback = feedback_record(user=request.user, message_id=data["message_id"], rating=data["rating"],
-                                       chunk_id=data.get("chunk_id"), reason=data.get("reason") or "",
-                                       comment=data.get("comment") or "")
-        except FeedbackError as error:
-            if error.status == 404:
-                raise exceptions.NotFound(error.detail) from error
-            if error.status == 403:
-                raise exceptions.PermissionDenied(error.detail) from error
-            raise FeedbackRefused(error.detail) from error
+        feedback = feedback_record(user=request.user, message_id=data["message_id"], rating=data["rating"],
+                                   chunk_id=data.get("chunk_id"), reason=data.get("reason") or "",
+                                   comment=data.get("comment") or "")
         return Response(FeedbackOutputSerializer(feedback).data,
                         status=status.HTTP_200_OK if changing else status.HTTP_201_CREATED)

@@ -11,7 +11,7 @@ For every vote:
    makes a storm of votes cost one recount and one index write per window, not one per vote;
 2. `outdated`: the documents are re-fetched from their source (url sources) and go through the
    pipeline again when their content changed; the chat marks answers citing them as stale when
-   the new version is indexed (chat/subscriptions.py), and then the consumer rewrites the scores
+   the new version is indexed (chat/handlers.py), and then the consumer rewrites the scores
    of the new version's chunks (`outdated` votes on the old text no longer count);
 3. `incomplete` from FEEDBACK_INCOMPLETE_USERS distinct users: the document gets its own
    chunking profile with chunks twice as long (up to the model's window) and goes through the
@@ -25,7 +25,6 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 import numpy as np
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -33,7 +32,6 @@ from django.utils import timezone
 
 from chat.models import Citation
 from config.redis_client import redis_client
-from events.errors import TransientError
 from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.profiles import QuestionProfile
@@ -138,14 +136,12 @@ def feedback_mark_dirty(*, chunk_ids: Iterable[str] = (), document_ids: Iterable
 
 
 def _dirty_add(chunk_ids: list[str], document_ids: list[int]) -> None:
-    try:
-        r = redis_client()
-        if chunk_ids:
-            r.sadd(_key("dirty-chunks"), *chunk_ids)
-        if document_ids:
-            r.sadd(_key("dirty-documents"), *document_ids)
-    except redis.RedisError as error:
-        raise TransientError(f"Redis: {error}") from error
+    # A Redis error goes up as it is: the delivery task retries it (events/errors.py).
+    r = redis_client()
+    if chunk_ids:
+        r.sadd(_key("dirty-chunks"), *chunk_ids)
+    if document_ids:
+        r.sadd(_key("dirty-documents"), *document_ids)
     flush_schedule()
 
 
@@ -155,10 +151,7 @@ def flush_schedule() -> None:
     either read by the pending flush or schedules the next one."""
     from feedback.tasks import feedback_flush
 
-    try:
-        scheduled = redis_client().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
-    except redis.RedisError as error:
-        raise TransientError(f"Redis: {error}") from error
+    scheduled = redis_client().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
     if scheduled:
         feedback_flush.apply_async(countdown=settings.FEEDBACK_FLUSH_SECONDS, queue="feedback")
 

@@ -7,6 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
 from chat.models import Message
+from config.exceptions import ApplicationError
 from events.services import event_publish
 from feedback.models import Feedback
 from ingestion.selectors import documents_visible_to
@@ -14,14 +15,8 @@ from ingestion.selectors import documents_visible_to
 MAX_COMMENT_CHARS = 2000
 
 
-class FeedbackError(Exception):
-    """A vote that cannot be recorded; `detail` says why in words a person can act on."""
-
-    status = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class FeedbackError(ApplicationError):
+    """A vote that cannot be recorded; the message says why in words a person can act on."""
 
 
 class FeedbackForbidden(FeedbackError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 # A retry is always safe: a flush recounts from the Feedback table.
-from events.tasks import RETRYABLE
+from events.errors import RETRYABLE
 
 REFETCH_RETRIES = 3
 

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from config.exceptions import error_message
 from ingestion import selectors, services
 from ingestion.models import Document, Source
 from ingestion.serializers import (
@@ -318,7 +319,7 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
             try:
                 upload = upload_check(file)
             except exceptions.APIException as error:
-                rejected.append({"filename": name, "status": error.status_code, "detail": _plain(error.detail)})
+                rejected.append({"filename": name, "status": error.status_code, "detail": error_message(error.detail)})
                 continue
             result = services.document_ingest(source=source, external_id=upload.filename,
                                               content=upload.content, filename=upload.filename)
@@ -330,14 +331,6 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
                              "rejected": rejected}, status=code)
         return Response(DocumentBulkOutputSerializer({"documents": documents, "rejected": rejected}).data,
                         status=status.HTTP_201_CREATED)
-
-
-def _plain(detail) -> str:
-    if isinstance(detail, dict):
-        return " ".join(_plain(value) for value in detail.values())
-    if isinstance(detail, list):
-        return " ".join(_plain(value) for value in detail)
-    return str(detail)
 
 
 class DocumentDetailApi(APIView):

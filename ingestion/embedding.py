@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from config.celery_app import worker_processes
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ def embedding_threads() -> int:
     own choice (every core)."""
     if settings.EMBEDDING_THREADS:
         return settings.EMBEDDING_THREADS
-    processes = int(os.environ.get("FRESHET_WORKER_PROCESSES") or 0)
+    processes = worker_processes()
     if processes > 0:
         return max(1, (os.cpu_count() or 1) // processes)
     return 0

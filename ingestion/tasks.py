@@ -1,4 +1,6 @@
-"""Search-index upkeep: the scheduled compaction and the coalesced refresh after writes."""
+"""Celery tasks of the ingestion app beside the event deliveries: search-index upkeep, the
+drains of the batch stages and the periodic sweep. Thin adapters; the work is in
+ingestion/pipeline/."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from celery import shared_task
 from django.conf import settings
 
 from config.redis_client import redis_client
-from events.tasks import RETRYABLE
+from events.errors import RETRYABLE, retry_countdown
+from ingestion.pipeline.recovery import batches_recover, documents_sweep
+from ingestion.pipeline.stages import BATCH_STAGES, stage_drain
 from ingestion.search_index import search_index
 
 logger = logging.getLogger(__name__)
@@ -29,16 +33,16 @@ def _refresh_cost() -> str:
 
 @shared_task(acks_late=True, ignore_result=True)
 def search_index_optimize() -> None:
-    """Compact the index and fold new rows into its indexes (LanceDB makes a version per write)."""
+    """Periodic: the index's housekeeping (SearchIndex.optimize)."""
     search_index().optimize()
 
 
-@shared_task(acks_late=True, ignore_result=True, autoretry_for=(RuntimeError, OSError), retry_backoff=True,
-             max_retries=5)
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=RETRYABLE + (RuntimeError, OSError),
+             retry_backoff=True, max_retries=5)
 def search_index_refresh() -> None:
-    """Fold what was written since the last refresh into the full-text index (see
-    SearchIndex.refresh). The flag is cleared before the work, so a write landing meanwhile
-    schedules the next refresh instead of being missed."""
+    """Make what was written since the last refresh count in searches (SearchIndex.refresh). The
+    flag is cleared before the work, so a write landing meanwhile schedules the next refresh
+    instead of being missed."""
     r = redis_client()
     r.delete(_refresh_flag())
     started = time.monotonic()
@@ -65,19 +69,36 @@ def search_index_refresh_soon() -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def pipeline_batches_recover() -> None:
-    """Periodic: documents of a batch whose process died go back to pending, and stages with
-    documents pending for long (nobody's task took them) are drained on their own queues."""
-    from ingestion.pipeline import batches_recover, drain_soon
-
+def pipeline_sweep() -> None:
+    """Periodic (PIPELINE_SWEEP_SECONDS): documents of a batch whose process died go back to
+    pending, stages with documents pending for long (nobody's task took them) are drained on
+    their own queues, and documents stuck for PIPELINE_STUCK_SECONDS are published again."""
     for stage_name in batches_recover():
         drain_soon(stage_name)
+    documents_sweep()
 
 
-@shared_task(acks_late=True, ignore_result=True, autoretry_for=RETRYABLE, retry_backoff=2, retry_backoff_max=300,
-             max_retries=None)
-def pipeline_batch_drain(stage_name: str) -> None:
-    """Run the stage's pending documents in batches (see ingestion.pipeline, batches)."""
-    from ingestion.pipeline import batch_drain
+def drain_soon(stage_name: str, *, countdown: float = 0.0) -> None:
+    """Have the stage's pending documents drained `countdown` seconds from now, once however
+    many ask meanwhile (the drain clears the ask before it looks, so nothing asked for after it
+    looked is missed)."""
+    if BATCH_STAGES[stage_name].claims.drain_request():
+        soft, hard = settings.PIPELINE_TIME_LIMITS[stage_name]
+        pipeline_batch_drain.apply_async(args=[stage_name], queue=stage_name, countdown=countdown,
+                                         soft_time_limit=soft, time_limit=hard)
 
-    batch_drain(stage_name)
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def pipeline_batch_drain(self, stage_name: str) -> None:
+    """Run the stage's pending documents in batches (ingestion/pipeline/batching.py). A transient
+    failure leaves them pending and tries again with backoff; past EVENT_RETRY_MAX tries the
+    periodic sweep takes them up (the documents wait for the service, they do not fail for it)."""
+    try:
+        stage_drain(stage_name, after_batch=search_index_refresh_soon if stage_name == "index" else None)
+    except RETRYABLE as error:
+        if self.request.retries >= settings.EVENT_RETRY_MAX:
+            logger.error("Drain of %s still failing after %d tries (%s); the sweep takes it up",
+                         stage_name, self.request.retries + 1, error)
+            return
+        raise self.retry(exc=error, countdown=retry_countdown(
+            self.request.retries, maximum=settings.EVENT_RETRY_BACKOFF_MAX)) from error

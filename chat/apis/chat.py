@@ -4,21 +4,15 @@ services as the chat socket, without streaming)."""
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat.generation import GenerationError
 from chat.models import Message
 from chat.selectors import Asker
-from chat.services import ChatError, answer_ask
+from chat.services import answer_ask
 from ingestion.serializers import ErrorSerializer
-
-
-class QuestionRefused(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid"
 
 
 class QuestionInputSerializer(serializers.Serializer):
@@ -77,14 +71,7 @@ class ChatApi(APIView):
         serializer = QuestionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         session_key = request.session.session_key if hasattr(request, "session") else ""
-        try:
-            message = answer_ask(asker=Asker(user=request.user, session_key=session_key or ""),
-                                 question=serializer.validated_data["question"],
-                                 conversation_id=serializer.validated_data.get("conversation"))
-        except ChatError as error:
-            if error.status == 404:
-                raise exceptions.NotFound(error.detail) from error
-            raise QuestionRefused(error.detail) from error
-        except GenerationError as error:
-            return Response({"detail": error.detail}, status=status.HTTP_502_BAD_GATEWAY)
+        message = answer_ask(asker=Asker(user=request.user, session_key=session_key or ""),
+                             question=serializer.validated_data["question"],
+                             conversation_id=serializer.validated_data.get("conversation"))
         return Response(AnswerOutputSerializer(message).data)

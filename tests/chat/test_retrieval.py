@@ -225,7 +225,7 @@ def test_concurrent_queries_are_embedded_in_batches_with_the_same_vectors():
 
 
 def test_a_repeated_query_is_embedded_once_and_the_cache_is_bounded(settings):
-    from chat import retrieval
+    from chat.retrieval import query_embedding
     from ingestion.embedding import embedder
 
     model = embedder()
@@ -237,19 +237,19 @@ def test_a_repeated_query_is_embedded_once_and_the_cache_is_bounded(settings):
         return original(batch)
 
     settings.SEARCH_QUERY_CACHE_SIZE = 2
-    retrieval._query_cache.clear()
+    query_embedding.query_cache.clear()
     model.encode = counting
     try:
-        first = retrieval._query_vector("which glaciers retreat fastest")
-        again = retrieval._query_vector("which glaciers retreat fastest")
-        retrieval._query_vector("volcano ash and aviation")
-        retrieval._query_vector("coral bleaching thresholds")  # the first query falls out (size 2)
-        retrieval._query_vector("which glaciers retreat fastest")
+        first = query_embedding.query_vector("which glaciers retreat fastest")
+        again = query_embedding.query_vector("which glaciers retreat fastest")
+        query_embedding.query_vector("volcano ash and aviation")
+        query_embedding.query_vector("coral bleaching thresholds")  # the first query falls out (size 2)
+        query_embedding.query_vector("which glaciers retreat fastest")
         settings.SEARCH_QUERY_CACHE_SIZE = 0  # off: every call encodes
-        retrieval._query_vector("coral bleaching thresholds")
+        query_embedding.query_vector("coral bleaching thresholds")
     finally:
         del model.encode
-        retrieval._query_cache.clear()
+        query_embedding.query_cache.clear()
     assert again == first == pytest.approx(original(["which glaciers retreat fastest"])[0].tolist(), abs=1e-5)
     assert encoded == ["which glaciers retreat fastest", "volcano ash and aviation", "coral bleaching thresholds",
                        "which glaciers retreat fastest", "coral bleaching thresholds"]

@@ -12,7 +12,7 @@ from tests.factories import SourceFactory
 
 def test_the_ingestion_workflow_is_declared_as_data():
     chain = ["freshet.document.changed", "freshet.document.parsed", "freshet.document.chunked",
-             "freshet.chunks.embedded"]
+             "freshet.index.drain_requested"]
     queues = [subscriptions_for(event_type)[0].queue for event_type in chain]
     assert queues == ["parse", "chunk", "embed", "index"]
     for event_type in chain:
@@ -28,7 +28,7 @@ def test_a_subscription_filter_keeps_deliveries_to_events_whose_data_match():
     # A first version indexed: no answer cites it and nobody voted on it, so no task for those.
     def handlers(data):
         return {s.handler for s in subscriptions_for("freshet.document.indexed", data)}
-    replacing = {"chat.subscriptions.document_indexed_mark_stale", "feedback.handlers.document_indexed_restore_scores"}
+    replacing = {"chat.handlers.document_indexed_mark_stale", "feedback.handlers.document_indexed_restore_scores"}
     assert handlers({"document_id": 1, "replaced": True}) >= replacing
     assert not handlers({"document_id": 1, "replaced": False}) & replacing
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ingestion.search_index import lancedb_engine
-from ingestion.search_index.base import AccessFilter, ChunkRecord
+from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks
 from ingestion.search_index.lancedb_engine import LanceDBIndex
 
 DIM = 16
@@ -27,9 +27,8 @@ def test_filters_are_indexed_and_the_vector_index_changes_no_result(tmp_path, mo
     monkeypatch.setattr(lancedb_engine, "VECTOR_INDEX_ROWS_PER_PARTITION", 100)
     rng = np.random.default_rng(7)
     index = LanceDBIndex(tmp_path)
-    index.ensure(dimension=DIM)
     for document_id in range(1, 8):
-        index.upsert_document(document_id=document_id, version=1, chunks=records(document_id, 100, rng))
+        index.upsert_documents([DocumentChunks(document_id, 1, records(document_id, 100, rng))])
     table = index._open()
     indexed = {index.columns[0]: index.index_type for index in table.list_indices()}
     assert {"body", "public", "groups", "source_id", "document_id", "id"} <= set(indexed)

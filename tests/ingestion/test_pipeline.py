@@ -7,8 +7,8 @@ import pytest
 from chat.retrieval import retrieve
 from config.redis_client import redis_client
 from events.models import Event
-from ingestion import pipeline
 from ingestion.models import Chunk, Document
+from ingestion.pipeline.stages import INDEX
 from ingestion.search_index import AccessFilter, search_index
 from ingestion.services import (
     document_chunking_set,
@@ -17,7 +17,7 @@ from ingestion.services import (
     document_reindex,
     source_delete,
 )
-from ingestion.tasks import pipeline_batches_recover
+from ingestion.tasks import pipeline_sweep
 from tests.conftest import wait_for
 from tests.factories import SourceFactory
 from tests.samples import PNG_BYTES, pdf_bytes
@@ -128,14 +128,14 @@ def test_the_documents_of_a_batch_whose_process_died_are_indexed_by_the_sweep(wo
     # What a batch leaves behind when its process is killed mid-write: the document processing,
     # in flight in the index stage with its claim expired, its own task gone, its vectors too.
     Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING)
-    stale = time.time() - pipeline.BATCH_CLAIM_SECONDS - 1
-    redis_client().zadd(pipeline._inflight_key("index"), {f"{document.pk}:1": stale})
+    stale = time.time() - INDEX.claims.claim_seconds - 1
+    redis_client().zadd(INDEX.claims.inflight_key, {f"{document.pk}:1": stale})
 
-    pipeline_batches_recover()  # the periodic sweep
+    pipeline_sweep()  # the periodic sweep
 
     assert settled(document).status == Document.Status.INDEXED
     assert event_types(document).count("freshet.document.indexed") == 2
-    for waiting in (pipeline._inflight_key("index"), pipeline._pending_key("index")):
+    for waiting in (INDEX.claims.inflight_key, INDEX.claims.pending_key):
         assert redis_client().zscore(waiting, f"{document.pk}:1") is None
 
 

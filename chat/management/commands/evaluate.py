@@ -22,6 +22,7 @@ from chat.evaluation import (
     source_chunking_set,
 )
 from chat.retrieval import MODES, retrieve
+from events.errors import TransientError
 from ingestion.models import Document, Source
 from ingestion.search_index import AccessFilter, search_index
 
@@ -137,7 +138,7 @@ class Command(BaseCommand):
         lost a race with another writer; if it still fails, measure anyway and say so."""
         try:
             search_index().optimize()
-        except (RuntimeError, OSError, ValueError) as error:
+        except (TransientError, RuntimeError, OSError, ValueError) as error:
             self.stderr.write(f"Could not compact the index ({error}); evaluating without it.")
 
     def _wait(self, source: Source, document_pks: list[int], timeout: float) -> bool:
