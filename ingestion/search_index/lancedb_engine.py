@@ -1,4 +1,9 @@
-"""The embedded engine: LanceDB files under var/, BM25 full-text index plus vector search."""
+"""The embedded engine: LanceDB files under var/, BM25 full-text index plus vector search.
+
+Errors (see SearchIndex): a write that keeps losing LanceDB's optimistic-concurrency race with
+another process (a commit conflict) is retried here a few times, then raised as TransientError;
+every other error is LanceDB's own and permanent.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +20,21 @@ import lancedb
 import pyarrow as pa
 from lancedb.index import IvfFlat
 
-from ingestion.search_index.base import AccessFilter, ChunkRecord, DocumentChunks, SearchHit, SearchIndex
+from events.errors import TransientError
+from ingestion.search_index.base import (
+    HIT_FIELDS,
+    AccessFilter,
+    ChunkRecord,
+    ChunkRemoval,
+    DocumentChunks,
+    HeldVersions,
+    SearchHit,
+    SearchIndex,
+    chunk_fields,
+    chunk_record,
+    documents_newer,
+    search_hit,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,7 +46,8 @@ SCALAR_INDEXES = (("public", "BITMAP"), ("groups", "LABEL_LIST"), ("source_id", 
 VECTOR_INDEX_MIN_ROWS = 4096  # below this a flat scan is as fast as an index
 VECTOR_INDEX_ROWS_PER_PARTITION = 2500
 EXHAUSTIVE = 1 << 20  # probe every partition: exact results (clamped to the partitions there are)
-HIT_COLUMNS = ["id", "document_id", "source_id", "ordinal", "title", "text", "uri", "feedback", "feedback_profile"]
+HIT_COLUMNS = list(HIT_FIELDS)
+CONFLICT_ATTEMPTS = 8
 # Columns added after the first release: a table written before gets them, null, when opened.
 ADDED_COLUMNS = (pa.field("feedback_profile", pa.binary()),)
 
@@ -85,7 +105,7 @@ class LanceDBIndex(SearchIndex):
             ("vector", pa.list_(pa.float32(), dimension)),
         ])
 
-    def ensure(self, *, dimension: int) -> None:
+    def _ensure(self, *, dimension: int) -> None:
         with self._lock:
             if self._table is None:
                 table = self._db().create_table(TABLE, schema=self._schema(dimension), exist_ok=True)
@@ -159,7 +179,7 @@ class LanceDBIndex(SearchIndex):
         "already exists") is no error as long as `made()` holds afterwards."""
         try:
             self._retry(create)
-        except (RuntimeError, OSError, ValueError) as error:
+        except (RuntimeError, OSError, ValueError, TransientError) as error:
             table.checkout_latest()
             if not made():
                 raise
@@ -181,96 +201,56 @@ class LanceDBIndex(SearchIndex):
         self._retry(lambda: table.create_index("vector", config=config, replace=False))
 
     def _retry(self, action: Callable[[], T]) -> T:
-        """Retry a write that lost an optimistic-concurrency race with another process."""
-        for attempt in range(8):
+        """Retry a write that lost an optimistic-concurrency race with another process; one that
+        keeps losing is TransientError (the table is busy), anything else raises as it is."""
+        for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 return action()
             except (OSError, RuntimeError, ValueError) as error:
-                if "onflict" not in str(error) and "etry" not in str(error) or attempt == 7:
+                if "onflict" not in str(error) and "etry" not in str(error):
                     raise
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise TransientError(f"LanceDB table busy: {error}") from error
                 time.sleep(0.05 * (2 ** attempt))
         raise AssertionError("unreachable")
 
     # --- writes -----------------------------------------------------------------------------
-    def upsert_document(self, *, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
-        self.upsert_documents([DocumentChunks(document_id, version, chunks)])
-
-    def upsert_documents(self, documents: Iterable[DocumentChunks]) -> None:
-        """One version check, one merge, one clean-up for all the documents: each LanceDB write
-        is a commit and a pass over the id index, so a batch costs about what one document does."""
-        wanted = {int(document.document_id): document for document in documents}
-        first = next((chunk for document in wanted.values() for chunk in document.chunks), None)
-        if first is not None:
-            self.ensure(dimension=len(first.vector))
+    # One version check, one merge, one clean-up per batch (SearchIndex.upsert_documents): each
+    # LanceDB write is a commit and a pass over the id index, so a batch costs about one document.
+    def _versions_held(self, document_ids: list[int]) -> dict[int, HeldVersions] | None:
         table = self._open()
-        if table is None or not wanted:
-            return
-        held = self._versions_held(table, wanted)
-        writing = {}
-        for doc, document in wanted.items():
-            if any(held_version > document.version for held_version in held.get(doc, ())):
-                logger.info("Index holds a newer version of document %s than %s; skipping", doc, document.version)
-            else:
-                writing[doc] = document
-        rows = [self._row(chunk) for document in writing.values() for chunk in document.chunks]
-        if rows:
-            self._retry(lambda: (
-                table.merge_insert("id")
-                .when_matched_update_all(where="target.version <= source.version")
-                .when_not_matched_insert_all()
-                .execute(rows)
-            ))
-            self._ensure_indexes(table)
-        # Older versions and surplus ordinals of what was written go.
-        stale = [
-            f"(document_id = {doc} AND (version < {int(document.version)} OR "
-            f"(version = {int(document.version)} AND ordinal >= {len(document.chunks)})))"
-            for doc, document in writing.items()
-            if any(v < document.version for v in held.get(doc, ())) or len(held.get(doc, ())) > len(document.chunks)
-        ]
-        if stale:
-            self._retry(lambda: table.delete(" OR ".join(stale)))
-        # A newer version may have been written between the check above and the merge: then
-        # whatever this write inserted is stale and goes.
-        superseded = [
-            f"(document_id = {doc} AND version <= {int(writing[doc].version)})"
-            for doc, versions in self._versions_held(table, writing).items()
-            if any(v > writing[doc].version for v in versions)
-        ]
-        if superseded:
-            self._retry(lambda: table.delete(" OR ".join(superseded)))
-
-    @staticmethod
-    def _versions_held(table, documents: Iterable[int]) -> dict[int, list[int]]:
-        """Document id -> the version of each of its chunks in the table."""
-        ids = ", ".join(str(int(doc)) for doc in documents)
-        held: dict[int, list[int]] = {}
-        if not ids:
-            return held
+        if table is None:
+            return None
+        ids = ", ".join(str(int(doc)) for doc in document_ids)
         rows = (table.search().where(f"document_id IN ({ids})").select(["document_id", "version"])
                 .limit(None).to_list())
-        for row in rows:
-            held.setdefault(int(row["document_id"]), []).append(int(row["version"]))
-        return held
+        return HeldVersions.of_chunks((row["document_id"], row["version"]) for row in rows)
+
+    def _documents_write(self, documents: Mapping[int, DocumentChunks]) -> set[int]:
+        table = self._open()
+        rows = [self._row(chunk) for document in documents.values() for chunk in document.chunks]
+        self._retry(lambda: (
+            table.merge_insert("id")
+            .when_matched_update_all(where="target.version <= source.version")
+            .when_not_matched_insert_all()
+            .execute(rows)
+        ))
+        self._ensure_indexes(table)
+        # A newer version may have been written between the version check and the merge.
+        return documents_newer(documents, self._versions_held(list(documents)) or {})
+
+    def _chunks_remove(self, removals: list[ChunkRemoval]) -> None:
+        table = self._open()
+        where = " OR ".join(
+            f"(document_id = {int(r.document_id)} AND (version < {int(r.version)} OR "
+            f"(version = {int(r.version)} AND ordinal >= {int(r.from_ordinal)})))"
+            for r in removals
+        )
+        self._retry(lambda: table.delete(where))
 
     @staticmethod
     def _row(chunk: ChunkRecord) -> dict[str, Any]:
-        return {
-            "id": chunk.id,
-            "document_id": chunk.document_id,
-            "source_id": chunk.source_id,
-            "ordinal": chunk.ordinal,
-            "version": chunk.version,
-            "title": chunk.title,
-            "text": chunk.text,
-            "body": f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text,
-            "uri": chunk.uri,
-            "public": chunk.public,
-            "groups": list(chunk.groups),
-            "feedback": float(chunk.feedback),
-            "feedback_profile": chunk.feedback_profile or None,
-            "vector": [float(x) for x in chunk.vector],
-        }
+        return {**chunk_fields(chunk), "feedback_profile": chunk.feedback_profile or None}
 
     def delete_document(self, document_id: int) -> None:
         table = self._open()
@@ -310,16 +290,9 @@ class LanceDBIndex(SearchIndex):
         self._retry(lambda: table.merge_insert("id").when_matched_update_all().execute(rows))
 
     # --- reads ------------------------------------------------------------------------------
-    def _hits(self, rows: list[dict], score: Callable[[dict], float]) -> list[SearchHit]:
-        return [
-            SearchHit(
-                chunk_id=row["id"], document_id=row["document_id"], source_id=row["source_id"],
-                ordinal=row["ordinal"], title=row["title"], text=row["text"], uri=row["uri"],
-                score=score(row), feedback=float(row["feedback"] or 0.0),
-                feedback_profile=row["feedback_profile"] or b"",
-            )
-            for row in rows
-        ]
+    @staticmethod
+    def _hits(rows: list[dict], score: Callable[[dict], float]) -> list[SearchHit]:
+        return [search_hit(row, score=score(row)) for row in rows]
 
     def bm25(self, text: str, *, k: int, access: AccessFilter) -> list[SearchHit]:
         table = self._open()
@@ -360,16 +333,7 @@ class LanceDBIndex(SearchIndex):
             return {}
         where = f"id IN ({', '.join(_quote(i) for i in ids)})"
         rows = table.search().where(where).limit(None).to_list()
-        return {
-            row["id"]: ChunkRecord(
-                id=row["id"], document_id=row["document_id"], source_id=row["source_id"],
-                ordinal=row["ordinal"], version=row["version"], title=row["title"],
-                text=row["text"], uri=row["uri"], vector=list(row["vector"]),
-                public=row["public"], groups=tuple(row["groups"] or ()),
-                feedback=float(row["feedback"] or 0.0), feedback_profile=row["feedback_profile"] or b"",
-            )
-            for row in rows
-        }
+        return {row["id"]: chunk_record(row) for row in rows}
 
     def count(self) -> int:
         table = self._open()
@@ -379,16 +343,20 @@ class LanceDBIndex(SearchIndex):
         self._db().list_tables()
 
     def optimize(self) -> None:
+        """Build the vector index once the table is large enough, then compact: merge the small
+        fragments every write leaves, fold new rows into the indexes, and remove table versions
+        older than ten minutes (a search running that long is not expected)."""
         table = self._open()
         if table is not None:
             self._ensure_vector_index(table)
             self._retry(lambda: table.optimize(cleanup_older_than=timedelta(minutes=10)))
 
     def refresh(self) -> bool:
-        """Rows written after the full-text index was last built are scored by a flat scan with
-        statistics of their own, not comparable with the indexed rows' scores (a chunk whose
-        feedback score was just rewritten would jump or sink in BM25 for no reason of its own).
-        Folding them into the index puts every row on the same statistics."""
+        """Rows are searchable as soon as they are written, but rows written after the full-text
+        index was last built are scored by a flat scan with statistics of their own, not
+        comparable with the indexed rows' scores (a chunk whose feedback score was just rewritten
+        would jump or sink in BM25 for no reason of its own). Folding them into the index (an
+        `optimize`, only when there are such rows) puts every row on the same statistics."""
         table = self._open()
         if table is None:
             return False

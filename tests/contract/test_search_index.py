@@ -45,11 +45,14 @@ def chunk(document_id: int, ordinal: int, text: str, *, version: int = 1, source
     )
 
 
+def upsert(engine: SearchIndex, document_id: int, version: int, chunks: list[ChunkRecord]) -> None:
+    engine.upsert_documents([DocumentChunks(document_id, version, chunks)])
+
+
 def write(engine: SearchIndex, document_id: int, version: int, texts: list[str],
           **fields: object) -> list[ChunkRecord]:
     chunks = [chunk(document_id, i, text, version=version, **fields) for i, text in enumerate(texts)]
-    engine.ensure(dimension=DIM)
-    engine.upsert_document(document_id=document_id, version=version, chunks=chunks)
+    upsert(engine, document_id, version, chunks)
     return chunks
 
 
@@ -75,8 +78,8 @@ def test_it_finds_an_upserted_chunk_by_bm25_with_its_fields(engine: SearchIndex)
     assert set(ids(engine.bm25("alpine", k=5, access=ANONYMOUS))) == {"1-0", "1-1"}
 
 
-def test_it_writes_without_ensure_being_called_first(engine: SearchIndex) -> None:
-    engine.upsert_document(document_id=1, version=1, chunks=[chunk(1, 0, "Lazily created index")])
+def test_it_creates_the_index_on_the_first_write(engine: SearchIndex) -> None:
+    upsert(engine, 1, 1, [chunk(1, 0, "Lazily created index")])
 
     assert engine.count() == 1
     assert ids(engine.bm25("lazily", k=5, access=ANONYMOUS)) == ["1-0"]
@@ -92,7 +95,7 @@ def test_it_answers_reads_and_ignores_writes_before_anything_is_indexed(engine: 
     engine.delete_source(1)
     engine.set_feedback({"1-0": 1.0})
     engine.set_source_access(source_id=1, public=False, groups=["g"])
-    engine.upsert_document(document_id=1, version=1, chunks=[])
+    upsert(engine, 1, 1, [])
     engine.optimize()
     assert engine.refresh() is False
     engine.ping()
@@ -101,10 +104,7 @@ def test_it_answers_reads_and_ignores_writes_before_anything_is_indexed(engine: 
 
 def test_it_returns_nearest_first_by_knn_with_cosine_scores(engine: SearchIndex) -> None:
     vectors = {0: axis(0), 1: axis(0, tilt=0.5), 2: axis(3), 3: [-x for x in axis(0, tilt=0.2)]}
-    engine.ensure(dimension=DIM)
-    engine.upsert_document(document_id=1, version=1, chunks=[
-        chunk(1, i, f"chunk {i}", vec=v) for i, v in vectors.items()
-    ])
+    upsert(engine, 1, 1, [chunk(1, i, f"chunk {i}", vec=v) for i, v in vectors.items()])
     query = axis(0, tilt=0.1)
 
     hits = engine.knn(query, k=4, access=ANONYMOUS)
@@ -201,7 +201,7 @@ def test_it_removes_every_chunk_when_a_version_has_none(engine: SearchIndex) -> 
     write(engine, 1, 1, ["a", "b"])
     write(engine, 2, 1, ["c"])
 
-    engine.upsert_document(document_id=1, version=2, chunks=[])
+    upsert(engine, 1, 2, [])
 
     assert engine.chunk_versions() == {"2-0": 1}
 
@@ -391,9 +391,7 @@ def test_it_refuses_vectors_of_another_dimension(engine: SearchIndex) -> None:
     write(engine, 1, 1, ["eight dimensions"])
 
     with pytest.raises(Exception):  # noqa: B017 - engines raise their own kinds
-        engine.upsert_document(document_id=2, version=1, chunks=[
-            chunk(2, 0, "four dimensions", vec=[1.0, 0.0, 0.0, 0.0])
-        ])
+        upsert(engine, 2, 1, [chunk(2, 0, "four dimensions", vec=[1.0, 0.0, 0.0, 0.0])])
     assert set(engine.chunk_versions()) == {"1-0"}
 
 
@@ -411,20 +409,50 @@ def test_it_reports_an_unreachable_elasticsearch_as_transient() -> None:
 
 def test_it_reports_a_refused_item_as_permanent_naming_it(elasticsearch_url: str) -> None:
     from events.errors import TransientError
-    from ingestion.search_index.elasticsearch_engine import BulkItemError, ElasticsearchIndex
+    from ingestion.search_index.elasticsearch_engine import ElasticsearchIndex
+    from ingestion.search_index.elasticsearch_errors import BulkItemError
 
     alias = f"freshet-test-{uuid.uuid4().hex[:8]}"
     index = ElasticsearchIndex(url=elasticsearch_url, alias=alias, timeout=10.0)
     try:
         # Cosine similarity is undefined for a zero vector: Elasticsearch answers 400 for that item.
         with pytest.raises(BulkItemError, match="1-1") as raised:
-            index.upsert_document(document_id=1, version=1, chunks=[
-                chunk(1, 0, "fine"), chunk(1, 1, "zero", vec=[0.0] * DIM),
-            ])
+            upsert(index, 1, 1, [chunk(1, 0, "fine"), chunk(1, 1, "zero", vec=[0.0] * DIM)])
         assert not isinstance(raised.value, TransientError)
         assert "zero magnitude" in str(raised.value)
     finally:
         index.drop()
+
+
+def test_lancedb_reports_a_table_kept_busy_as_transient(tmp_path, monkeypatch) -> None:
+    """A commit that keeps losing the race with other writers is worth retrying later; any other
+    LanceDB error is permanent and raises as it is."""
+    from events.errors import TransientError
+    from ingestion.search_index import lancedb_engine
+    from ingestion.search_index.lancedb_engine import LanceDBIndex
+
+    index = LanceDBIndex(tmp_path / "lancedb")
+    write(index, 1, 1, ["tide tables"])
+    table = index._open()
+    monkeypatch.setattr(lancedb_engine.time, "sleep", lambda seconds: None)
+    tries = []
+
+    def conflicting(where: str) -> None:
+        tries.append(where)
+        raise RuntimeError("lance error: Retryable commit conflict for version 7")
+
+    monkeypatch.setattr(table, "delete", conflicting)
+    with pytest.raises(TransientError, match="busy"):
+        index.delete_document(1)
+    assert len(tries) == lancedb_engine.CONFLICT_ATTEMPTS
+
+    def broken(where: str) -> None:
+        raise ValueError("Invalid user input: no such column")
+
+    monkeypatch.setattr(table, "delete", broken)
+    with pytest.raises(ValueError) as raised:
+        index.delete_document(1)
+    assert not isinstance(raised.value, TransientError)
 
 
 def test_lancedb_adds_the_columns_of_later_releases_to_an_older_table(tmp_path) -> None:
@@ -446,34 +474,67 @@ def test_lancedb_adds_the_columns_of_later_releases_to_an_older_table(tmp_path) 
     assert [(h.chunk_id, h.feedback, h.feedback_profile) for h in hits] == [("1-0", 0.5, b"")]
     index.set_feedback({"1-0": 0.25}, {"1-0": b"profile"})
     assert index.get_chunks(["1-0"])["1-0"].feedback_profile == b"profile"
-    index.upsert_document(document_id=2, version=1, chunks=[chunk(2, 0, "tide clocks")])
+    upsert(index, 2, 1, [chunk(2, 0, "tide clocks")])
     assert sorted(ids(index.bm25("tide", k=5, access=STAFF))) == ["1-0", "2-0"]
 
 
 def test_elasticsearch_adds_the_fields_of_later_releases_to_an_older_mapping(elasticsearch_url: str) -> None:
+    """An index made by a release before generations (`<alias>-v1`) and before `feedback_profile`
+    keeps serving: its mapping gains the field, and it reads as generation 1."""
     from elasticsearch import Elasticsearch
 
-    from ingestion.search_index import elasticsearch_engine as es_engine
+    from ingestion.search_index import elasticsearch_mapping as es_mapping
+    from ingestion.search_index.elasticsearch_engine import ElasticsearchIndex
 
     alias = f"freshet-contract-{uuid.uuid4().hex[:8]}"
-    mappings = es_engine.index_mappings(DIM)
+    mappings = es_mapping.index_mappings(DIM)
     del mappings["properties"]["feedback_profile"]
     client = Elasticsearch(elasticsearch_url)
-    client.indices.create(index=f"{alias}-v1", settings={"analysis": es_engine.ANALYSIS}, mappings=mappings,
+    client.indices.create(index=f"{alias}-v1", settings={"analysis": es_mapping.ANALYSIS}, mappings=mappings,
                           aliases={alias: {}})
-    index = es_engine.ElasticsearchIndex(url=elasticsearch_url, alias=alias, timeout=30.0)
+    index = ElasticsearchIndex(url=elasticsearch_url, alias=alias, timeout=30.0)
     try:
-        old = {k: v for k, v in index._source(chunk(1, 0, "tide tables")).items() if k != "feedback_profile"}
-        client.index(index=alias, id="1-0", document=old, version=es_engine.external_version(1),
+        old = {k: v for k, v in es_mapping.chunk_source(chunk(1, 0, "tide tables")).items()
+               if k != "feedback_profile"}
+        client.index(index=alias, id="1-0", document=old, version=es_mapping.external_version(1),
                      version_type="external", refresh=True)
 
         index.set_feedback({"1-0": 0.25}, {"1-0": b"profile"})  # a feedback worker, first thing
 
         assert index.get_chunks(["1-0"])["1-0"].feedback_profile == b"profile"
-        index.upsert_document(document_id=2, version=1, chunks=[chunk(2, 0, "tide clocks")])
+        upsert(index, 2, 1, [chunk(2, 0, "tide clocks")])
         assert sorted(ids(index.bm25("tide", k=5, access=STAFF))) == ["1-0", "2-0"]
+        assert set(client.indices.get_alias(name=alias)) == {f"{alias}-v1"}
+        assert index.generation() == 1
     finally:
         index.drop()
+    assert not client.indices.exists(index=f"{alias}-v1")
+
+
+def test_elasticsearch_creates_generation_one_behind_the_alias(elasticsearch_url: str) -> None:
+    from elasticsearch import Elasticsearch
+
+    from ingestion.search_index.elasticsearch_engine import ElasticsearchIndex
+    from ingestion.search_index.elasticsearch_mapping import generation_index, index_generation
+
+    alias = f"freshet-contract-{uuid.uuid4().hex[:8]}"
+    client = Elasticsearch(elasticsearch_url)
+    index = ElasticsearchIndex(url=elasticsearch_url, alias=alias, timeout=30.0)
+    try:
+        assert index.generation() is None
+        write(index, 1, 1, ["first generation"])
+
+        assert set(client.indices.get_alias(name=alias)) == {f"{alias}-g1"}
+        assert index.generation() == 1
+        # Another generation (a rebuild under way) is found by its name and dropped with the rest.
+        client.indices.create(index=generation_index(alias, 2))
+        assert index.generation() == 1  # the alias decides which generation serves
+    finally:
+        index.drop()
+    assert not any(client.indices.exists(index=f"{alias}-g{n}") for n in (1, 2))
+    assert not client.indices.exists_alias(name=alias)
+    assert [index_generation(alias, name) for name in (f"{alias}-g12", f"{alias}-v1", f"{alias}-x-g1", alias)] \
+        == [12, 1, None, None]
 
 
 def test_lancedb_searches_with_a_lag_see_other_writers_within_it(tmp_path) -> None:
