@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -127,33 +128,42 @@ def _document_tally_locked(document_id: int) -> DocumentFeedback:
     return DocumentFeedback.objects.select_for_update().get(document_id=document_id)
 
 
-# --- Dirty sets and the flush -----------------------------------------------------------------
-def feedback_mark_dirty(*, chunk_ids: Iterable[str] = (), document_ids: Iterable[int] = ()) -> None:
-    """After commit, add chunks and documents to the dirty sets and make sure a flush is coming."""
-    chunks, documents = sorted(set(chunk_ids)), sorted(set(document_ids))
-    if chunks or documents:
-        transaction.on_commit(lambda: _dirty_add(chunks, documents))
+# --- Dirty sets and the flush (queued by feedback/tasks.py) -----------------------------------
+@dataclass(frozen=True)
+class FollowUp:
+    """What a piece of work here leaves to be queued after its commit (feedback/tasks.py,
+    followup_queue): chunks and documents to mark dirty for the next flush, documents whose
+    re-fetch was claimed."""
+
+    chunk_ids: tuple[str, ...] = ()
+    document_ids: tuple[int, ...] = ()
+    refetch_ids: tuple[int, ...] = ()
 
 
-def _dirty_add(chunk_ids: list[str], document_ids: list[int]) -> None:
+@dataclass(frozen=True)
+class DirtyBatch:
+    """The chunks and documents one flush recounts; `backlog` when more were left in the sets."""
+
+    chunk_ids: list[str]
+    document_ids: list[int]
+    backlog: bool
+
+
+def dirty_add(chunk_ids: list[str], document_ids: list[int]) -> None:
+    """Add chunks and documents to the dirty sets (the caller makes sure a flush is coming)."""
     # A Redis error goes up as it is: the delivery task retries it (events/errors.py).
     r = redis_client()
     if chunk_ids:
         r.sadd(_key("dirty-chunks"), *chunk_ids)
     if document_ids:
         r.sadd(_key("dirty-documents"), *document_ids)
-    flush_schedule()
 
 
-def flush_schedule() -> None:
-    """Queue one flush in FEEDBACK_FLUSH_SECONDS unless one is pending. The flag stays set until
-    the flush starts (it deletes the flag before it reads the sets), so anything marked dirty is
-    either read by the pending flush or schedules the next one."""
-    from feedback.tasks import feedback_flush
-
-    scheduled = redis_client().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS)
-    if scheduled:
-        feedback_flush.apply_async(countdown=settings.FEEDBACK_FLUSH_SECONDS, queue="feedback")
+def flush_claim() -> bool:
+    """Set the flush flag unless it is set; True if this caller must queue the flush. The flag
+    stays set until the flush starts (dirty_take deletes it before it reads the sets), so anything
+    marked dirty is either read by the pending flush or schedules the next one."""
+    return bool(redis_client().set(_key("flush-scheduled"), "1", nx=True, ex=FLUSH_GUARD_SECONDS))
 
 
 def _pop(name: str, limit: int) -> list[str]:
@@ -161,17 +171,24 @@ def _pop(name: str, limit: int) -> list[str]:
     return [raw.decode() for raw in popped]
 
 
-def feedback_scores_flush() -> int:
-    """Recount the dirty chunks and documents and write the chunks' scores to the search index
-    in one call; returns how many chunks were written."""
+def dirty_take() -> DirtyBatch:
+    """Clear the flush flag, then take one batch from the dirty sets."""
     r = redis_client()
     r.delete(_key("flush-scheduled"))
     chunk_ids = _pop("dirty-chunks", FLUSH_BATCH)
     document_ids = sorted(int(d) for d in _pop("dirty-documents", FLUSH_BATCH))
-    if r.scard(_key("dirty-chunks")) or r.scard(_key("dirty-documents")):
-        flush_schedule()  # a backlog larger than one batch: the rest in the next window
+    backlog = bool(r.scard(_key("dirty-chunks")) or r.scard(_key("dirty-documents")))
+    return DirtyBatch(chunk_ids=chunk_ids, document_ids=document_ids, backlog=backlog)
+
+
+def feedback_scores_write(batch: DirtyBatch) -> int:
+    """Recount the batch's chunks and documents and write the chunks' scores to the search index
+    in one call; returns how many chunks were written. On an error the batch goes back to the
+    dirty sets."""
+    chunk_ids, document_ids = batch.chunk_ids, batch.document_ids
     if not chunk_ids and not document_ids:
         return 0
+    r = redis_client()
     try:
         with transaction.atomic():
             scores, profiles = chunk_tallies_recompute(chunk_ids)
@@ -199,49 +216,46 @@ def feedback_scores_flush() -> int:
     return len(scores)
 
 
-def feedback_scores_refresh() -> int:
-    """Mark every chunk with votes dirty, so the flushes recount them (votes decay with age) and
-    rewrite their scores; returns how many."""
-    ids = list(ChunkFeedback.objects.filter(Q(up__gt=0) | Q(down__gt=0) | ~Q(score=0.0))
-               .values_list("chunk_id", flat=True))
-    with transaction.atomic():
-        feedback_mark_dirty(chunk_ids=ids)
-    return len(ids)
+def chunks_voted() -> list[str]:
+    """Every chunk with votes (the periodic refresh recounts them: votes decay with age)."""
+    return list(ChunkFeedback.objects.filter(Q(up__gt=0) | Q(down__gt=0) | ~Q(score=0.0))
+                .values_list("chunk_id", flat=True))
 
 
 # --- The consumer's reaction to one vote ------------------------------------------------------
-def feedback_apply(*, chunk_ids: list[str], message_id: int | None, document_id: int | None, reason: str) -> None:
-    """Everything one vote sets off (see the module docstring). Safe to run twice."""
+def feedback_apply(*, chunk_ids: list[str], message_id: int | None, document_id: int | None, reason: str) -> FollowUp:
+    """Everything one vote sets off (see the module docstring); returns what the caller queues
+    after commit. Safe to run twice."""
     documents = {int(document_id)} if document_id else set()
     if message_id and chunk_ids:
         documents |= set(Citation.objects.filter(message_id=message_id, chunk_id__in=chunk_ids)
                          .values_list("document_id", flat=True))
+    refetch_ids = []
     with transaction.atomic():
-        feedback_mark_dirty(chunk_ids=chunk_ids, document_ids=documents)
         for document in sorted(documents):
             if reason == Feedback.Reason.OUTDATED:
-                document_refetch_request(document)
+                if document_refetch_request(document):
+                    refetch_ids.append(document)
             elif reason == Feedback.Reason.INCOMPLETE:
                 tally = document_tally_recompute(document)
                 if tally.incomplete >= settings.FEEDBACK_INCOMPLETE_USERS:
                     document_rechunk_request(tally)
+    return FollowUp(chunk_ids=tuple(chunk_ids), document_ids=tuple(documents), refetch_ids=tuple(refetch_ids))
 
 
-def document_indexed_restore(document_id: int) -> None:
-    """A new version of the document is in the index, written with no feedback scores: recount
-    its voted chunks (outdated votes on the old text may no longer count) and write them again."""
+def document_indexed_restore(document_id: int) -> FollowUp:
+    """A new version of the document is in the index, written with no feedback scores: its voted
+    chunks are to be recounted (outdated votes on the old text may no longer count) and written
+    again."""
     ids = list(ChunkFeedback.objects.filter(document_id=document_id).values_list("chunk_id", flat=True))
-    if ids:
-        with transaction.atomic():
-            feedback_mark_dirty(chunk_ids=ids, document_ids=[document_id])
+    return FollowUp(chunk_ids=tuple(ids), document_ids=(document_id,)) if ids else FollowUp()
 
 
 # --- outdated: re-fetch -----------------------------------------------------------------------
 def document_refetch_request(document_id: int) -> bool:
     """Ask for a re-fetch of the document unless one was asked within the cool-down; True if
-    asked. Documents that cannot be re-fetched (not a url source) are recorded as such."""
-    from feedback.tasks import document_refetch as refetch_task
-
+    asked (the caller queues the re-fetch after commit). Documents that cannot be re-fetched (not a
+    url source) are recorded as such."""
     document = Document.objects.select_related("source").filter(pk=document_id).first()
     DocumentFeedback.objects.bulk_create([DocumentFeedback(document_id=document_id)], ignore_conflicts=True)
     tallies = DocumentFeedback.objects.filter(document_id=document_id)
@@ -259,8 +273,6 @@ def document_refetch_request(document_id: int) -> bool:
     # A conditional UPDATE claims the re-fetch: a storm of `outdated` votes fetches once.
     claimed = tallies.filter(Q(refetch_requested_at__isnull=True) | Q(refetch_requested_at__lt=cutoff)).update(
         refetch_requested_at=now, refetch_status=DocumentFeedback.Refetch.REQUESTED, refetch_detail="")
-    if claimed:
-        transaction.on_commit(lambda: refetch_task.apply_async(args=[document_id], queue="feedback"))
     return bool(claimed)
 
 

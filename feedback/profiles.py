@@ -4,7 +4,7 @@ A vote says "this passage answered (or did not answer) my question", not "this p
 everyone". So besides its feedback score, each voted chunk carries in the search index the
 questions behind its votes, folded into a small profile: the weight of its thumbs up and of its
 thumbs down (decayed and weighted as for the score, feedback/selectors.py) and the mean unit
-embedding of the questions behind each side. Retrieval (chat/retrieval.py, `apply_feedback`)
+embedding of the questions behind each side. Retrieval (chat/retrieval/ranking.py, `apply_feedback`)
 then boosts a chunk for a new question by how much the votes of *similar* questions favour it:
 
     s_up   = up   * closeness(question, up_question)

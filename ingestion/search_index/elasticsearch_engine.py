@@ -26,8 +26,8 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
 
+import ingestion.search_index.base as base
 from events.errors import TransientError
-from ingestion.search_index import base
 from ingestion.search_index.base import AccessFilter, ChunkRecord, ChunkRemoval, DocumentChunks, SearchHit, SearchIndex
 from ingestion.search_index.elasticsearch_errors import (
     BulkItemError,

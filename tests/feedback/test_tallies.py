@@ -12,11 +12,11 @@ from django.utils import timezone
 
 from events.envelope import cloudevent_from_record
 from events.models import Event
-from feedback.consumer import feedback_scores_flush, feedback_scores_refresh
 from feedback.handlers import feedback_received
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.selectors import Vote, feedback_score
 from feedback.services import feedback_record
+from feedback.tasks import feedback_scores_flush, feedback_scores_refresh
 from ingestion.embedding import embedder
 from ingestion.models import Document, Source
 from ingestion.services import document_ingest

@@ -137,15 +137,22 @@ def test_drain_requests_are_coalesced_until_the_drain_begins(claims):
     assert claims.drain_request() is True
 
 
-def test_two_drainers_racing_work_each_member_exactly_once(claims):
+def counting(seconds: float):
+    """Work that takes `seconds` a batch and counts how often each member was worked on, from
+    several threads."""
     counts: Counter[str] = Counter()
     lock = threading.Lock()
 
     def work(batch):
-        time.sleep(0.005)
+        time.sleep(seconds)
         with lock:
             counts.update(member for member, _ in batch)
 
+    return work, counts
+
+
+def test_two_drainers_racing_work_each_member_exactly_once(claims):
+    work, counts = counting(0.005)
     spec, _, failed = stage_of(claims, budget=16, work=work)
     members = [f"doc-{i}" for i in range(200)]
     claims.add(members)
@@ -167,14 +174,7 @@ def test_two_drainers_racing_work_each_member_exactly_once(claims):
 
 def test_batches_racing_without_a_drainer_never_share_a_member(claims):
     """Each embed process runs its own batches at once: claims alone keep them apart."""
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def work(batch):
-        time.sleep(0.002)
-        with lock:
-            counts.update(member for member, _ in batch)
-
+    work, counts = counting(0.002)
     spec, _, _ = stage_of(claims, budget=8, work=work)
     members = [f"doc-{i}" for i in range(150)]
     claims.add(members)
