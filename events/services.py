@@ -41,7 +41,7 @@ def event_route(*, event_id: str, event_type: str, data: dict[str, Any] | None =
     from events.tasks import event_deliver
 
     for subscription in subscriptions_for(event_type, data if data is not None else {}):
-        soft, hard = settings.PIPELINE_TIME_LIMITS[subscription.queue]
+        soft, hard = settings.PIPELINE_TIME_LIMITS.get(subscription.queue, (None, None))
         event_deliver.apply_async(
             args=[event_id, subscription.handler], queue=subscription.queue,
             soft_time_limit=soft, time_limit=hard,
