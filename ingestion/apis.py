@@ -3,8 +3,9 @@
 Access: every read goes through a selector that applies the caller's access (public sources,
 the caller's groups, staff everything); what the caller may not see answers 404, never 403, so
 ids leak nothing. Changing sources and reindexing are for staff (403 for others). Anyone who may
-see a source of kind `upload` may upload into it and delete its documents: uploading with the
-same external id can replace a document's content anyway, so deleting it grants nothing more.
+see a source of kind `upload` may upload new documents into it; replacing (uploading with the
+same external id) or deleting a document follows selectors.document_may_change, applied by the
+services: its uploader, the editors of its source, or staff; others get 403.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ _ERROR_MEANINGS = {
          "name), or a request body in a format this endpoint does not read.",
     429: "Too many requests; retry after the number of seconds in Retry-After.",
 }
+# What 403 means where documents are replaced or deleted.
+_DOCUMENT_FORBIDDEN_MEANING = ("You may see the document but not change it: only its uploader, the editors of its "
+                               "source (`editor_groups`) and staff may replace or delete it.")
 
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", OpenApiTypes.INT, location=OpenApiParameter.HEADER, response=[429], required=True,
@@ -75,11 +79,17 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_MEANINGS[code]) for code in codes}
 
 
+DOCUMENT_FORBIDDEN = OpenApiResponse(ErrorSerializer, description=_DOCUMENT_FORBIDDEN_MEANING)
+
+
 # --- Shared view helpers --------------------------------------------------------------------
 
 
-def _paginated(*, queryset, serializer_class, request: Request, view: APIView) -> Response:
-    PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
+def _paginated(*, queryset, serializer_class, request: Request, view: APIView, checked: bool = False) -> Response:
+    """One page of `queryset`; the query parameters are checked as a plain list's unless the
+    view `checked` them with a serializer of its own (one that takes more)."""
+    if not checked:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
     paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
@@ -241,7 +251,8 @@ class DocumentListApi(_UploadLimitMixin, APIView):
             _source_or_404(request, source_id)
         documents = selectors.document_list(user=request.user, source_id=source_id,
                                             status=filters.validated_data.get("status"))
-        return _paginated(queryset=documents, serializer_class=DocumentOutputSerializer, request=request, view=self)
+        return _paginated(queryset=documents, serializer_class=DocumentOutputSerializer, request=request, view=self,
+                          checked=True)
 
     @extend_schema(
         operation_id="documents_upload", tags=["documents"], summary="Upload a file as a document",
@@ -249,7 +260,9 @@ class DocumentListApi(_UploadLimitMixin, APIView):
             "Multipart upload into a source of kind `upload` that you may see. The document's "
             "`external_id` defaults to the file's name, so uploading a file with the same name (or the "
             "same `external_id`) again updates that document instead of adding another: 201 when it "
-            "was created, 200 when it existed (its version goes up only if something changed). The "
+            "was created, 200 when it existed (its version goes up only if something changed), 403 "
+            "when it exists and you may not change it (only its uploader, the editors of its source "
+            "and staff may). A new document records you as `uploaded_by`. The "
             "document is then parsed, chunked, embedded and indexed in the background: poll "
             "`GET /api/documents/{id}/` until `status` is `indexed` or `failed`. The type is detected "
             "from the content; the file name is kept as metadata only. Throttled per user (scope "
@@ -260,6 +273,7 @@ class DocumentListApi(_UploadLimitMixin, APIView):
         responses={
             201: OpenApiResponse(DocumentOutputSerializer, description="Created."),
             200: OpenApiResponse(DocumentOutputSerializer, description="An existing document, updated."),
+            403: DOCUMENT_FORBIDDEN,
             **errors(400, 401, 404, 413, 415, 429),
         },
     )
@@ -272,6 +286,7 @@ class DocumentListApi(_UploadLimitMixin, APIView):
         result = services.document_ingest(
             source=source, external_id=data.get("external_id", "").strip() or upload.filename,
             content=upload.content, filename=upload.filename, title=data.get("title", "").strip(),
+            user=request.user,
         )
         return Response(DocumentOutputSerializer(result.document).data,
                         status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
@@ -286,7 +301,8 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
         operation_id="documents_bulk_upload", tags=["documents"], summary="Upload many files at once",
         description=(
             "Each file becomes (or updates) the document whose `external_id` is its file name. Files "
-            "are checked one by one: those refused (empty, unsupported type, a name given twice) are "
+            "are checked one by one: those refused (empty, unsupported type, a name given twice, an "
+            "existing document you may not change) are "
             "listed in `rejected` with the status they would have got alone, and the rest are stored "
             "(201). When none is accepted the answer is an error: the status all rejections share, "
             "else 400. A file over MAX_UPLOAD_BYTES, or a body over MAX_BULK_UPLOAD_BYTES, stops the "
@@ -298,6 +314,7 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
         responses={
             201: DocumentBulkOutputSerializer,
             400: OpenApiResponse(BulkRejectedSerializer, description=_ERROR_MEANINGS[400]),
+            403: OpenApiResponse(BulkRejectedSerializer, description=_DOCUMENT_FORBIDDEN_MEANING),
             415: OpenApiResponse(BulkRejectedSerializer, description=_ERROR_MEANINGS[415]),
             **errors(401, 404, 413, 429),
         },
@@ -321,8 +338,13 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
             except exceptions.APIException as error:
                 rejected.append({"filename": name, "status": error.status_code, "detail": error_message(error.detail)})
                 continue
-            result = services.document_ingest(source=source, external_id=upload.filename,
-                                              content=upload.content, filename=upload.filename)
+            try:
+                result = services.document_ingest(source=source, external_id=upload.filename,
+                                                  content=upload.content, filename=upload.filename,
+                                                  user=request.user)
+            except services.DocumentChangeForbidden as error:
+                rejected.append({"filename": name, "status": error.status, "detail": error.message})
+                continue
             documents.append(result.document)
         if not documents:
             statuses = {item["status"] for item in rejected}
@@ -344,11 +366,13 @@ class DocumentDetailApi(APIView):
 
     @extend_schema(
         operation_id="documents_destroy", tags=["documents"], summary="Delete a document",
-        description="Its chunks are removed from the index in the background.",
-        parameters=[WWW_AUTHENTICATE], responses={204: None, **errors(401, 404)},
+        description="Its chunks are removed from the index in the background. Only its uploader, the "
+                    "editors of its source (`editor_groups`) and staff may delete a document (403 for "
+                    "others who may see it).",
+        parameters=[WWW_AUTHENTICATE], responses={204: None, 403: DOCUMENT_FORBIDDEN, **errors(401, 404)},
     )
     def delete(self, request: Request, document_id: int) -> Response:
-        services.document_delete(document=_document_or_404(request, document_id))
+        services.document_delete(document=_document_or_404(request, document_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

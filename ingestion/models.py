@@ -26,6 +26,11 @@ class Source(models.Model):
     groups = models.ManyToManyField(
         Group, blank=True, related_name="sources", help_text="Groups that may see a restricted source."
     )
+    editor_groups = models.ManyToManyField(
+        Group, blank=True, related_name="sources_edited",
+        help_text="Groups whose members may replace or delete any document of the source, not only their own "
+                  "(they must also be able to see it).",
+    )
     chunk_size = models.PositiveIntegerField(
         null=True, blank=True, help_text="Tokens per chunk; empty for the default."
     )
@@ -50,6 +55,9 @@ class Source(models.Model):
     def group_names(self) -> list[str]:
         return sorted(group.name for group in self.groups.all())
 
+    def editor_group_names(self) -> list[str]:
+        return sorted(group.name for group in self.editor_groups.all())
+
 
 def document_upload_to(instance: Document, filename: str) -> str:
     # The client's filename is never used as a path: content is stored under a generated name.
@@ -64,6 +72,12 @@ class Document(models.Model):
         FAILED = "failed", "Failed"
 
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    # Null: ingested by the system (a connector, the CLI without --as, a re-fetch), or by a user
+    # since deleted; only staff and the source's editors may change such a document.
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="documents_uploaded", help_text="Who uploaded it; empty for the system.",
+    )
     external_id = models.CharField(max_length=1024, help_text="The document's id in its source.")
     uri = models.CharField(max_length=2048, blank=True)
     title = models.CharField(max_length=500, blank=True)

@@ -31,6 +31,24 @@ def documents_visible_to(user) -> QuerySet[Document]:
     return Document.objects.filter(source__in=sources_visible_to(user))
 
 
+def document_may_change(*, user, document: Document) -> bool:
+    """Whether `user` may replace or delete `document`: the one rule for every path (REST API,
+    admin, CLI `--as`, any future intake). Staff may change any document; another user only one
+    of a source they may see, and then only a document they uploaded, or any document of a source
+    whose editor groups include one of theirs. Nobody signed in (None, anonymous) may change
+    any: the system's own writes do not ask (services take `user=None` to mean the system)."""
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    # Read at call time, like every access check: a revoked membership counts at once.
+    if not sources_visible_to(user).filter(pk=document.source_id).exists():
+        return False
+    if document.uploaded_by_id is not None and document.uploaded_by_id == user.pk:
+        return True
+    return user.groups.filter(sources_edited=document.source_id).exists()
+
+
 # --- REST API reads -------------------------------------------------------------------------
 # Each takes the caller and applies their access: a row the caller may not see is reported as
 # missing (None), never as forbidden, so ids leak nothing.
@@ -46,7 +64,7 @@ def source_list(*, user) -> QuerySet[Source]:
     return (
         Source.objects.filter(pk__in=sources_visible_to(user).values("pk"))
         .annotate(**counts)
-        .prefetch_related("groups")
+        .prefetch_related("groups", "editor_groups")
         .order_by("name", "pk")
     )
 
@@ -61,11 +79,11 @@ def document_list(*, user, source_id: int | None = None, status: str | None = No
         documents = documents.filter(source_id=source_id)
     if status:
         documents = documents.filter(status=status)
-    return documents.order_by("-updated_at", "-pk")
+    return documents.select_related("uploaded_by").order_by("-updated_at", "-pk")
 
 
 def document_get(*, user, document_id: int) -> Document | None:
-    return documents_visible_to(user).select_related("source").filter(pk=document_id).first()
+    return documents_visible_to(user).select_related("source", "uploaded_by").filter(pk=document_id).first()
 
 
 def chunks_for_document(*, document: Document) -> QuerySet[Chunk]:

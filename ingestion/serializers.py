@@ -53,6 +53,10 @@ class SourceOutputSerializer(serializers.Serializer):
     public = serializers.BooleanField()
     groups = serializers.ListField(child=serializers.CharField(), source="group_names",
                                    help_text="Groups that may see the source when it is not public.")
+    editor_groups = serializers.ListField(
+        child=serializers.CharField(), source="editor_group_names",
+        help_text="Groups whose members may replace or delete any document of the source, not only their own.",
+    )
     chunk_size = serializers.IntegerField(allow_null=True, help_text="Null: the server default.")
     chunk_overlap = serializers.IntegerField(allow_null=True, help_text="Null: the server default.")
     chunking = serializers.SerializerMethodField()
@@ -111,6 +115,15 @@ def _reject_unstorable(value: Any, path: str = "config") -> None:
             _reject_unstorable(inner, f"{path}[{index}]")
 
 
+def _existing_groups(names: list[str]) -> list[Group]:
+    wanted = set(names)
+    groups = list(Group.objects.filter(name__in=wanted))
+    missing = sorted(wanted - {group.name for group in groups})
+    if missing:
+        raise serializers.ValidationError(f"Unknown groups: {', '.join(missing)}. Create them first (in the admin).")
+    return groups
+
+
 class SourceInputSerializer(serializers.Serializer):
     """Create a source (all fields but `name` optional), or with partial=True change some of
     one; pass the source being changed as context["source"]."""
@@ -122,6 +135,11 @@ class SourceInputSerializer(serializers.Serializer):
     groups = serializers.ListField(
         child=StrictCharField(max_length=150), default=list, max_length=1000,
         help_text="Names of existing groups that may see the source when it is not public.",
+    )
+    editor_groups = serializers.ListField(
+        child=StrictCharField(max_length=150), default=list, max_length=1000,
+        help_text="Names of existing groups whose members may replace or delete any document of the source "
+                  "(others only their own). Members must also be able to see the source.",
     )
     chunk_size = StrictIntegerField(min_value=16, max_value=MAX_CHUNK_TOKENS, allow_null=True, default=None,
                                     help_text="Tokens per chunk; null for the server default.")
@@ -146,14 +164,10 @@ class SourceInputSerializer(serializers.Serializer):
         return config
 
     def validate_groups(self, names: list[str]) -> list[Group]:
-        wanted = set(names)
-        groups = list(Group.objects.filter(name__in=wanted))
-        missing = sorted(wanted - {group.name for group in groups})
-        if missing:
-            raise serializers.ValidationError(
-                f"Unknown groups: {', '.join(missing)}. Create them first (in the admin)."
-            )
-        return groups
+        return _existing_groups(names)
+
+    def validate_editor_groups(self, names: list[str]) -> list[Group]:
+        return _existing_groups(names)
 
     def validate(self, attrs: dict) -> dict:
         source: Source | None = self.context.get("source")
@@ -174,6 +188,10 @@ class DocumentOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     source = serializers.IntegerField(source="source_id")
     external_id = serializers.CharField(help_text="The document's id in its source.")
+    uploaded_by = serializers.SerializerMethodField(
+        help_text="The username of who uploaded it; null for the system (a connector, the CLI) or a deleted user. "
+                  "Others may not replace or delete it unless they edit its source or are staff."
+    )
     title = serializers.CharField()
     filename = serializers.CharField(help_text="The name it was uploaded with (metadata only).")
     uri = serializers.CharField()
@@ -187,6 +205,10 @@ class DocumentOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     indexed_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_uploaded_by(self, document: Document) -> str | None:
+        return document.uploaded_by.get_username() if document.uploaded_by_id else None
 
 
 class DocumentUploadInputSerializer(serializers.Serializer):
@@ -236,11 +258,20 @@ class BulkRejectedSerializer(ErrorSerializer):
 
 class PageQuerySerializer(serializers.Serializer):
     """Query parameters of a list. A parameter sent empty (`?status=`) is an error, not "not
-    given": DRF would otherwise ignore it silently and answer with everything."""
+    given", and so is one the list does not take (`?stauts=failed`): DRF would otherwise ignore
+    either silently and answer with everything."""
 
     page = serializers.IntegerField(min_value=1, required=False, help_text="Page number, from 1.")
 
+    # DRF's own: `?format=json` picks the renderer.
+    GENERIC_PARAMETERS = frozenset({"format"})
+
     def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields) - self.GENERIC_PARAMETERS)
+        if unknown:
+            taken = ", ".join(sorted(self.fields))
+            raise serializers.ValidationError(
+                {name or "(empty name)": [f"Not a parameter of this list; it takes {taken}."] for name in unknown})
         blank = [name for name in self.fields if name in data and data.get(name) == ""]
         if blank:
             raise serializers.ValidationError({name: ["Give a value, or leave the parameter out."] for name in blank})

@@ -10,7 +10,21 @@ from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from config.exceptions import ApplicationError
 from ingestion.models import Document, Source
+from ingestion.selectors import document_may_change, sources_visible_to
+
+
+class DocumentChangeForbidden(ApplicationError):
+    """The caller may see the document but not change it (selectors.document_may_change)."""
+
+    status = 403
+
+
+class DocumentSourceNotVisible(ApplicationError):
+    """The source does not exist, or the caller may not see it (the same answer for both)."""
+
+    status = 404
 
 
 @dataclass(frozen=True)
@@ -34,19 +48,33 @@ def document_ingest(
     filename: str = "",
     title: str = "",
     uri: str = "",
+    user=None,
 ) -> IngestResult:
-    """Create or update the document `external_id` of `source` with `content`.
+    """Create or update the document `external_id` of `source` with `content`, acting as `user`
+    (None: the system, for connectors, re-fetches and evaluation, which may change any document).
 
+    A new document records `user` as its uploader. `user` must be able to see `source`
+    (DocumentSourceNotVisible) and, to replace an existing document, be allowed to change it
+    (DocumentChangeForbidden, even when the content is the same); nothing is written then.
     Identical content, title and uri change nothing and start no work; anything else stores the
-    bytes under a generated name, bumps the version and resets the status to pending.
+    bytes under a generated name, bumps the version and resets the status to pending. Replacing
+    keeps the original uploader.
     """
+    if user is not None and not sources_visible_to(user).filter(pk=source.pk).exists():
+        raise DocumentSourceNotVisible(f"There is no source {source.pk}, or you may not see it.")
     content_hash = hashlib.sha256(content).hexdigest()
     document = (
         Document.objects.select_for_update().filter(source=source, external_id=external_id).first()
     )
     created = document is None
     if document is None:
-        document = Document(source=source, external_id=external_id, version=0)
+        document = Document(source=source, external_id=external_id, version=0, uploaded_by=user)
+    elif user is not None and not document_may_change(user=user, document=document):
+        raise DocumentChangeForbidden(
+            f"A document {external_id!r} of source {source.name!r} exists and was uploaded by someone else; "
+            "only its uploader, the source's editors or staff may replace it. Upload it under another "
+            "name or external_id."
+        )
     elif (
         document.content_hash == content_hash
         and document.title == (title or document.title)
@@ -98,8 +126,14 @@ def document_chunking_set(*, document: Document, size: int | None, overlap: int 
     return True
 
 
-def document_delete(*, document: Document) -> None:
-    """Delete the document; the signal's event removes its chunks from the index."""
+def document_delete(*, document: Document, user=None) -> None:
+    """Delete the document, acting as `user` (None: the system); the signal's event removes its
+    chunks from the index. DocumentChangeForbidden if `user` may not change it."""
+    if user is not None and not document_may_change(user=user, document=document):
+        raise DocumentChangeForbidden(
+            f"Document {document.pk} was uploaded by someone else; only its uploader, the editors of "
+            "its source or staff may delete it."
+        )
     document.delete()
 
 
@@ -120,6 +154,7 @@ def source_create(
     config: dict | None = None,
     public: bool = True,
     groups: list[Group] | None = None,
+    editor_groups: list[Group] | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     schedule_minutes: int | None = None,
@@ -130,6 +165,8 @@ def source_create(
     )
     if groups:
         source.groups.set(groups)
+    if editor_groups:
+        source.editor_groups.set(editor_groups)
     return source
 
 
@@ -137,9 +174,10 @@ SOURCE_UPDATABLE_FIELDS = ("name", "kind", "config", "public", "chunk_size", "ch
 
 
 @transaction.atomic
-def source_update(*, source: Source, groups: list[Group] | None = None, **changes: object) -> Source:
-    """Change the given fields of `source` (any of SOURCE_UPDATABLE_FIELDS) and, when `groups` is
-    not None, replace its groups. Nothing is saved when nothing changed."""
+def source_update(*, source: Source, groups: list[Group] | None = None,
+                  editor_groups: list[Group] | None = None, **changes: object) -> Source:
+    """Change the given fields of `source` (any of SOURCE_UPDATABLE_FIELDS) and, when `groups` or
+    `editor_groups` is not None, replace those groups. Nothing is saved when nothing changed."""
     unknown = set(changes) - set(SOURCE_UPDATABLE_FIELDS)
     if unknown:
         raise TypeError(f"source_update got fields it cannot change: {sorted(unknown)}")
@@ -150,4 +188,10 @@ def source_update(*, source: Source, groups: list[Group] | None = None, **change
         source.save(update_fields=changed)
     if groups is not None and {g.pk for g in groups} != set(source.groups.values_list("pk", flat=True)):
         source.groups.set(groups)
+    # Editor groups are read at request time (selectors.document_may_change) and are not copied
+    # into the index, so changing them publishes nothing.
+    if editor_groups is not None and (
+        {g.pk for g in editor_groups} != set(source.editor_groups.values_list("pk", flat=True))
+    ):
+        source.editor_groups.set(editor_groups)
     return source

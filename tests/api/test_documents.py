@@ -225,6 +225,13 @@ def test_it_filters_documents_by_source_and_status(as_member, documents, public_
     assert [d["external_id"] for d in indexed["results"]] == ["b"]
 
 
+def test_a_parameter_a_list_does_not_take_is_refused_by_name(as_member, documents):
+    response = as_member.get(DOCUMENTS, {"stauts": "failed"})
+    assert response.status_code == 400
+    assert "stauts" in response.json()["detail"] and "status" in response.json()["detail"]
+    assert as_member.get(f"{detail(documents['a'])}chunks/", {"": "false"}).status_code == 400
+
+
 def test_it_paginates_documents(as_member, public_source, monkeypatch):
     # DRF reads PAGE_SIZE once, when the paginator class is defined.
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
@@ -288,12 +295,19 @@ def test_chunks_of_a_missing_document_are_404(as_member):
 # --- delete ----------------------------------------------------------------------------------
 
 
-def test_a_member_deletes_a_document_of_a_source_they_see(as_member, documents):
+def test_a_member_deletes_a_document_of_a_source_they_see_if_it_is_theirs(as_member, member, documents,
+                                                                           restricted_source):
+    # Issue 14: a member who is not staff deletes only what they uploaded (or what a source they
+    # edit holds); the system-ingested document of a source they see stays.
     secret = documents["secret"]
-    response = as_member.delete(detail(secret))
+    assert as_member.delete(detail(secret)).status_code == 403
+    assert Document.objects.filter(pk=secret.pk).exists()
+
+    own = document_ingest(source=restricted_source, external_id="mine", content=b"My note.", user=member).document
+    response = as_member.delete(detail(own))
     assert response.status_code == 204
-    assert not Document.objects.filter(pk=secret.pk).exists()
-    assert Event.objects.filter(type="freshet.document.deleted", subject=f"documents/{secret.pk}").exists()
+    assert not Document.objects.filter(pk=own.pk).exists()
+    assert Event.objects.filter(type="freshet.document.deleted", subject=f"documents/{own.pk}").exists()
 
 
 def test_deleting_is_404_for_outsiders_and_401_for_anonymous(as_outsider, anonymous, documents):

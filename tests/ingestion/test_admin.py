@@ -22,6 +22,7 @@ def test_an_admin_uploads_a_document_from_the_browser_and_sees_it_indexed(worker
 
     document = Document.objects.get(source=source)
     assert (document.external_id, document.filename) == ("leave-policy.md", "leave-policy.md")
+    assert document.uploaded_by == admin
     wait_for(lambda: Document.objects.get(pk=document.pk).status == Document.Status.INDEXED,
              message="the uploaded document to be indexed")
 

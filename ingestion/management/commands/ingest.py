@@ -2,11 +2,13 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from ingestion.models import Document, Source
-from ingestion.services import document_ingest, source_get_or_create
+from ingestion.selectors import sources_visible_to
+from ingestion.services import DocumentChangeForbidden, document_ingest, source_get_or_create
 
 
 def files_under(paths: list[str]) -> list[Path]:
@@ -30,12 +32,26 @@ class Command(BaseCommand):
         parser.add_argument("--source", default="uploads", help="Source name (created as a public upload source).")
         parser.add_argument("--wait", action="store_true", help="Wait until each document is indexed or failed.")
         parser.add_argument("--timeout", type=float, default=1800, help="Seconds to wait at most (with --wait).")
+        parser.add_argument(
+            "--as", dest="as_user", metavar="USER",
+            help="Act as this user: new documents are recorded as uploaded by USER, and a file that would "
+                 "replace a document USER may not change fails. Without it the command acts as the system.",
+        )
 
-    def handle(self, *args, paths, source, wait, timeout, **options):
+    def handle(self, *args, paths, source, wait, timeout, as_user=None, **options):
+        user = self._user(as_user) if as_user else None
         files = files_under(paths)
         if not files:
             raise CommandError("No files found.")
-        source_row = Source.objects.filter(name=source).first() or source_get_or_create(name=source)
+        source_row = Source.objects.filter(name=source).first()
+        if source_row is None and user is not None and not user.is_staff:
+            # As through the REST API, only staff create sources.
+            raise CommandError(f"There is no source {source!r}; {user.get_username()} is not staff and may not "
+                               "create one. Create it first, or run without --as.")
+        if source_row is None:
+            source_row = source_get_or_create(name=source)
+        if user is not None and not sources_visible_to(user).filter(pk=source_row.pk).exists():
+            raise CommandError(f"{user.get_username()} may not see source {source_row.name!r}.")
         documents: dict[int, Path] = {}
         skipped: list[tuple[Path, str]] = []
         changed = 0
@@ -44,10 +60,14 @@ class Command(BaseCommand):
             if size > settings.MAX_UPLOAD_BYTES:
                 skipped.append((path, f"larger than the {settings.MAX_UPLOAD_BYTES:,}-byte limit"))
                 continue
-            result = document_ingest(
-                source=source_row, external_id=str(path.resolve()), content=path.read_bytes(),
-                filename=path.name, uri=path.resolve().as_uri(),
-            )
+            try:
+                result = document_ingest(
+                    source=source_row, external_id=str(path.resolve()), content=path.read_bytes(),
+                    filename=path.name, uri=path.resolve().as_uri(), user=user,
+                )
+            except DocumentChangeForbidden as refused:
+                skipped.append((path, refused.message))
+                continue
             documents[result.document.pk] = path
             changed += result.changed
         self.stdout.write(f"{len(documents)} documents in source {source_row.name!r}: "
@@ -61,6 +81,14 @@ class Command(BaseCommand):
             raise CommandError(f"{len(failures)} of {len(files)} files failed.")
         if wait:
             self.stdout.write(self.style.SUCCESS(f"All {len(documents)} documents indexed."))
+
+    @staticmethod
+    def _user(username: str):
+        model = get_user_model()
+        user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
+        if user is None or not user.is_active:
+            raise CommandError(f"No active user {username!r} (--as).")
+        return user
 
     def _wait(self, documents: dict[int, Path], timeout: float) -> list[tuple[Path, str]]:
         done = (Document.Status.INDEXED, Document.Status.FAILED)
