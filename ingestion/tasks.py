@@ -93,8 +93,12 @@ def pipeline_batch_drain(self, stage_name: str) -> None:
     """Run the stage's pending documents in batches (ingestion/pipeline/batching.py). A transient
     failure leaves them pending and tries again with backoff; past EVENT_RETRY_MAX tries the
     periodic sweep takes them up (the documents wait for the service, they do not fail for it)."""
+    # Each batch is short, a drain of a large backlog is not: stop well inside the soft time
+    # limit and leave the rest to the next drain, so the limit never cuts a batch in half.
+    soft, _ = settings.PIPELINE_TIME_LIMITS.get(stage_name, (None, None))
     try:
-        stage_drain(stage_name, after_batch=search_index_refresh_soon if stage_name == "index" else None)
+        left = stage_drain(stage_name, after_batch=search_index_refresh_soon if stage_name == "index" else None,
+                           seconds=soft / 2 if soft else None)
     except RETRYABLE as error:
         if self.request.retries >= settings.EVENT_RETRY_MAX:
             logger.error("Drain of %s still failing after %d tries (%s); the sweep takes it up",
@@ -102,3 +106,5 @@ def pipeline_batch_drain(self, stage_name: str) -> None:
             return
         raise self.retry(exc=error, countdown=retry_countdown(
             self.request.retries, maximum=settings.EVENT_RETRY_BACKOFF_MAX)) from error
+    if left:
+        drain_soon(stage_name)

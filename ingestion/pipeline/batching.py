@@ -266,9 +266,12 @@ def _batch_work(spec: BatchStage, batch: list[tuple[str, Any]]) -> None:
             spec.fail(item[0], error)
 
 
-def batch_drain(spec: BatchStage, *, after_batch: Callable[[], None] | None = None) -> int:
-    """Run batches of the stage's pending members until none is left; how many it claimed.
-    `after_batch` runs after each batch that took members (the index stage's refresh).
+def batch_drain(spec: BatchStage, *, after_batch: Callable[[], None] | None = None,
+                seconds: float | None = None) -> int:
+    """Run batches of the stage's pending members until none is left, or until `seconds` have
+    passed (a task's time limit bounds one drain; the caller asks for another drain for the rest);
+    how many it claimed. `after_batch` runs after each batch that took members (the index stage's
+    refresh).
 
     One drainer at a time per stage: a drain that finds another one draining leaves the members
     to it. The drainer looks again after it lets go, so a member that arrived meanwhile is never
@@ -276,13 +279,14 @@ def batch_drain(spec: BatchStage, *, after_batch: Callable[[], None] | None = No
     """
     claims = spec.claims
     claims.drain_begin()
+    deadline = time.monotonic() + seconds if seconds is not None else float("inf")
     handled = 0
-    while claims.pending_count():
+    while claims.pending_count() and time.monotonic() < deadline:
         with claims.drainer() as hold:
             if not hold():
                 break
             taken = 1
-            while taken and claims.pending_count():
+            while taken and claims.pending_count() and time.monotonic() < deadline:
                 # Nothing taken: what waits is being claimed by another batch this very moment
                 # (which answers for it).
                 taken = batch_run(spec)

@@ -15,6 +15,7 @@ tasks (ingestion/handlers.py, ingestion/tasks.py) do, so this module imports nei
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -271,7 +272,14 @@ def index_gather_seconds() -> float:
     return INDEX_GATHER_SECONDS if INDEX.claims.drained_since() < INDEX_GATHER_SECONDS else 0.0
 
 
-def stage_drain(stage_name: str, *, after_batch: Callable[[], None] | None = None) -> int:
-    """Run the stage's pending documents in batches until none is left (batching.batch_drain);
-    `after_batch` runs after each batch that took documents."""
-    return batch_drain(BATCH_STAGES[stage_name], after_batch=after_batch)
+def stage_drain(stage_name: str, *, after_batch: Callable[[], None] | None = None,
+                seconds: float | None = None) -> bool:
+    """Run the stage's pending documents in batches (batching.batch_drain) for at most `seconds`;
+    `after_batch` runs after each batch that took documents. True if documents are left waiting
+    (the time ran out) and another drain should take them."""
+    spec = BATCH_STAGES[stage_name]
+    started = time.monotonic()
+    batch_drain(spec, after_batch=after_batch, seconds=seconds)
+    # Left waiting because another drainer holds the stage is that drainer's to take.
+    ran_out = seconds is not None and time.monotonic() - started >= seconds
+    return ran_out and bool(spec.claims.pending_count())

@@ -151,6 +151,15 @@ def counting(seconds: float):
     return work, counts
 
 
+def test_a_drain_stops_taking_batches_when_its_time_is_up(claims):
+    work, counts = counting(0.05)
+    spec, _, _ = stage_of(claims, budget=4, work=work)
+    claims.add([f"doc-{i}" for i in range(100)])
+    handled = batch_drain(spec, seconds=0.2)
+    assert 0 < handled < 100 and sum(counts.values()) == handled  # whole batches, then it stopped
+    assert claims.pending_count() == 100 - handled and redis_client().zcard(claims.inflight_key) == 0
+
+
 def test_two_drainers_racing_work_each_member_exactly_once(claims):
     work, counts = counting(0.005)
     spec, _, failed = stage_of(claims, budget=16, work=work)
