@@ -168,15 +168,13 @@ CHANNEL_LAYERS = {
 
 # --- Pipeline (events/, ingestion/pipeline/) ------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/tasks.html#retrying
-# A transient failure (a connection error, a 429, a lock) of one event delivery is retried this
-# many times, with exponential backoff and jitter capped at EVENT_RETRY_BACKOFF_MAX seconds;
-# then the document fails with its reason.
+# A transient failure of one event delivery is retried this many times, with exponential backoff
+# and jitter capped at EVENT_RETRY_BACKOFF_MAX seconds; then the document fails with its reason.
 EVENT_RETRY_MAX = env_int("EVENT_RETRY_MAX", 8, minimum=0)
 EVENT_RETRY_BACKOFF_MAX = env_float("EVENT_RETRY_BACKOFF_MAX", 300.0)
 if not EVENT_RETRY_BACKOFF_MAX > 0:
     raise SettingsError(f"EVENT_RETRY_BACKOFF_MAX={EVENT_RETRY_BACKOFF_MAX} must be above 0 (seconds).")
-# An embed or index batch claims its documents for this long; a batch whose process died is
-# taken up again once its claims expire, so every task's hard time limit must be shorter.
+# How long an embed or index batch claims its documents (a dead batch's are taken up after it).
 PIPELINE_BATCH_CLAIM_SECONDS = env_int("PIPELINE_BATCH_CLAIM_SECONDS", 300, minimum=30)
 # https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
 _TIME_LIMIT_DEFAULTS = {
@@ -193,19 +191,18 @@ def _time_limits(queue: str) -> tuple[float, float]:
     soft, hard = env_float_pair(name, _TIME_LIMIT_DEFAULTS[queue])
     if not 0 < soft < hard:
         raise SettingsError(f"{name}={soft:g},{hard:g}: the soft limit must be above 0 and below the hard one.")
-    if not hard < PIPELINE_BATCH_CLAIM_SECONDS:
-        raise SettingsError(f"{name}: the hard limit {hard:g} s must be below PIPELINE_BATCH_CLAIM_SECONDS "
-                            f"({PIPELINE_BATCH_CLAIM_SECONDS} s), or a batch's claims expire while it runs.")
-    if not hard < CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
-        raise SettingsError(f"{name}: the hard limit {hard:g} s must be below CELERY_VISIBILITY_TIMEOUT "
-                            f"({CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']} s), or a running task "
-                            "is delivered a second time.")
+    for bound, limit, otherwise in (
+        ("PIPELINE_BATCH_CLAIM_SECONDS", PIPELINE_BATCH_CLAIM_SECONDS, "a batch's claims expire while it runs"),
+        ("CELERY_VISIBILITY_TIMEOUT", CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"],
+         "a running task is delivered a second time"),
+    ):
+        if not hard < limit:
+            raise SettingsError(f"{name}: the hard limit {hard:g} s must be below {bound} ({limit} s), or {otherwise}.")
     return soft, hard
 
 
 PIPELINE_TIME_LIMITS = {queue: _time_limits(queue) for queue in FRESHET_QUEUES}
-# A document pending or processing this long without progress is published again by the sweep,
-# which runs every PIPELINE_SWEEP_SECONDS (with the recovery of dead batches).
+# The sweep (every PIPELINE_SWEEP_SECONDS) publishes again what made no progress for STUCK seconds.
 PIPELINE_STUCK_SECONDS = env_int("PIPELINE_STUCK_SECONDS", 600, minimum=30)
 PIPELINE_SWEEP_SECONDS = env_int("PIPELINE_SWEEP_SECONDS", 60, minimum=5)
 

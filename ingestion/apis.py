@@ -15,8 +15,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import IntegrityError
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -26,6 +25,14 @@ from rest_framework.views import APIView
 
 from config.exceptions import error_message
 from ingestion import selectors, services
+from ingestion.api_schema import (
+    DOCUMENT_FORBIDDEN,
+    DOCUMENT_FORBIDDEN_MEANING,
+    ERROR_MEANINGS,
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    errors,
+)
 from ingestion.models import Document, Source
 from ingestion.serializers import (
     BulkRejectedSerializer,
@@ -35,7 +42,6 @@ from ingestion.serializers import (
     DocumentFilterSerializer,
     DocumentOutputSerializer,
     DocumentUploadInputSerializer,
-    ErrorSerializer,
     PageQuerySerializer,
     SourceInputSerializer,
     SourceOutputSerializer,
@@ -49,47 +55,17 @@ from ingestion.uploads import (
     upload_filename,
 )
 
-# --- Schema helpers -------------------------------------------------------------------------
-
-_ERROR_MEANINGS = {
-    400: "Invalid input; `detail` says which field and why, `errors` lists the messages by field.",
-    401: "Not authenticated: send 'Authorization: Token <key>' or sign in.",
-    403: "Authenticated, but only staff may do this.",
-    404: "No such object, or one you may not see.",
-    413: "A file is over MAX_UPLOAD_BYTES, or the body over the endpoint's limit.",
-    415: "Unsupported: a file whose content is not an allowed type (detected from the content, not the "
-         "name), or a request body in a format this endpoint does not read.",
-    429: "Too many requests; retry after the number of seconds in Retry-After.",
-}
-# What 403 means where documents are replaced or deleted.
-_DOCUMENT_FORBIDDEN_MEANING = ("You may see the document but not change it: only its uploader, the editors of its "
-                               "source (`editor_groups`) and staff may replace or delete it.")
-
-RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, location=OpenApiParameter.HEADER, response=[429], required=True,
-    description="Seconds to wait before the next request.",
-)
-WWW_AUTHENTICATE = OpenApiParameter(
-    "WWW-Authenticate", OpenApiTypes.STR, location=OpenApiParameter.HEADER, response=[401],
-    description="The authentication scheme to use (Token).",
-)
-
-
-def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_MEANINGS[code]) for code in codes}
-
-
-DOCUMENT_FORBIDDEN = OpenApiResponse(ErrorSerializer, description=_DOCUMENT_FORBIDDEN_MEANING)
-
-
 # --- Shared view helpers --------------------------------------------------------------------
 
 
-def _paginated(*, queryset, serializer_class, request: Request, view: APIView, checked: bool = False) -> Response:
-    """One page of `queryset`; the query parameters are checked as a plain list's unless the
-    view `checked` them with a serializer of its own (one that takes more)."""
-    if not checked:
-        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
+def _query(request: Request, serializer_class: type[PageQuerySerializer] = PageQuerySerializer) -> dict:
+    """A list's query parameters, validated (400 for a bad or unknown one)."""
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
+def _paginated(*, queryset, serializer_class, request: Request, view: APIView) -> Response:
     paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     data = serializer_class(page, many=True, context={"request": request}).data
@@ -165,6 +141,7 @@ class SourceListApi(APIView):
         responses={200: SourceOutputSerializer(many=True), **errors(400, 401, 404)},
     )
     def get(self, request: Request) -> Response:
+        _query(request)
         return _paginated(queryset=selectors.source_list(user=request.user),
                           serializer_class=SourceOutputSerializer, request=request, view=self)
 
@@ -244,15 +221,13 @@ class DocumentListApi(_UploadLimitMixin, APIView):
         responses={200: DocumentOutputSerializer(many=True), **errors(400, 401, 404)},
     )
     def get(self, request: Request) -> Response:
-        filters = DocumentFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        source_id = filters.validated_data.get("source")
+        filters = _query(request, DocumentFilterSerializer)
+        source_id = filters.get("source")
         if source_id is not None:
             _source_or_404(request, source_id)
         documents = selectors.document_list(user=request.user, source_id=source_id,
-                                            status=filters.validated_data.get("status"))
-        return _paginated(queryset=documents, serializer_class=DocumentOutputSerializer, request=request, view=self,
-                          checked=True)
+                                            status=filters.get("status"))
+        return _paginated(queryset=documents, serializer_class=DocumentOutputSerializer, request=request, view=self)
 
     @extend_schema(
         operation_id="documents_upload", tags=["documents"], summary="Upload a file as a document",
@@ -313,9 +288,9 @@ class DocumentBulkUploadApi(_UploadLimitMixin, APIView):
         parameters=[WWW_AUTHENTICATE, RETRY_AFTER],
         responses={
             201: DocumentBulkOutputSerializer,
-            400: OpenApiResponse(BulkRejectedSerializer, description=_ERROR_MEANINGS[400]),
-            403: OpenApiResponse(BulkRejectedSerializer, description=_DOCUMENT_FORBIDDEN_MEANING),
-            415: OpenApiResponse(BulkRejectedSerializer, description=_ERROR_MEANINGS[415]),
+            400: OpenApiResponse(BulkRejectedSerializer, description=ERROR_MEANINGS[400]),
+            403: OpenApiResponse(BulkRejectedSerializer, description=DOCUMENT_FORBIDDEN_MEANING),
+            415: OpenApiResponse(BulkRejectedSerializer, description=ERROR_MEANINGS[415]),
             **errors(401, 404, 413, 429),
         },
     )
@@ -386,6 +361,7 @@ class DocumentChunksApi(APIView):
     )
     def get(self, request: Request, document_id: int) -> Response:
         document = _document_or_404(request, document_id)
+        _query(request)
         return _paginated(queryset=selectors.chunks_for_document(document=document),
                           serializer_class=ChunkOutputSerializer, request=request, view=self)
 

@@ -181,9 +181,10 @@ class BatchStage:
     share: bool = False
 
 
-def batch_run(spec: BatchStage, own: str | None = None) -> int:
-    """Run one batch: the member `own` (a document's own task; None for a drain), then other
-    pending members while the budget lasts. Returns how many members it claimed (0 when `own`
+def batch_run(spec: BatchStage, own: str | None = None, *, own_load: Callable[[], Any] | None = None) -> int:
+    """Run one batch: the member `own` (a document's own task; None for a drain; `own_load`
+    loads it instead of `spec.load`, from what the task has at hand), then other pending members
+    while the budget lasts. Returns how many members it claimed (0 when `own`
     is another batch's). Members claimed and not finished (a transient error, a crash) go back
     to pending; each finished one is done, skipped or failed with its reason."""
     holder = own or f"drain:{uuid.uuid4().hex}"
@@ -193,10 +194,10 @@ def batch_run(spec: BatchStage, own: str | None = None) -> int:
     batch: list[tuple[str, Any]] = []
     budget = spec.budget()
 
-    def take(member: str) -> None:
+    def take(member: str, load: Callable[[], Any] | None = None) -> None:
         nonlocal budget
         try:
-            loaded = spec.load(member)
+            loaded = load() if load is not None else spec.load(member)
         except Skip:
             finished.append(member)
             return
@@ -218,7 +219,7 @@ def batch_run(spec: BatchStage, own: str | None = None) -> int:
             if spec.done(own):
                 finished.append(own)
                 return 1
-            take(own)
+            take(own, own_load)
         waiting = claims.pending_count()
         room = (waiting + 1) // 2 if spec.share else waiting
         skipped = 0  # pending, but claimed by another batch this very moment

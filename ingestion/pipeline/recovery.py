@@ -23,7 +23,7 @@ from django.utils import timezone
 from events.queues import queue_depths
 from events.services import event_publish
 from ingestion.models import Document
-from ingestion.pipeline.stages import BATCH_STAGES
+from ingestion.pipeline.stages import BATCH_STAGES, member_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,17 @@ def documents_sweep(*, older_than: float | None = None) -> int:
     holds; how many. Each is claimed by a conditional UPDATE of its `updated_at`, so two sweeps
     never publish one document twice, and a swept one waits a whole timeout before the next."""
     stuck_after = settings.PIPELINE_STUCK_SECONDS if older_than is None else older_than
+    unfinished = Document.objects.filter(status__in=_UNFINISHED)
+    if not unfinished.filter(updated_at__lt=timezone.now() - timedelta(seconds=stuck_after)).exists():
+        return 0  # the usual case: no need to ask the broker about its queues
     if any(queue_depths(BACKLOG_QUEUES).values()):
         stuck_after *= BACKLOG_FACTOR
     cutoff = timezone.now() - timedelta(seconds=stuck_after)
-    rows = list(Document.objects.filter(status__in=_UNFINISHED, updated_at__lt=cutoff)
+    rows = list(unfinished.filter(updated_at__lt=cutoff)
                 .order_by("updated_at").values_list("pk", "version", "source_id", "updated_at")[:SWEEP_LIMIT])
     if not rows:
         return 0
-    members = [f"{pk}:{version}" for pk, version, _, _ in rows]
+    members = [member_of(pk, version) for pk, version, _, _ in rows]
     held = set().union(*(spec.claims.waiting(members) for spec in BATCH_STAGES.values()))
     swept = 0
     for (pk, version, source_id, updated_at), member in zip(rows, members, strict=True):

@@ -141,13 +141,14 @@ def document_chunk(document: Document, version: int) -> None:
             rows, update_conflicts=True, unique_fields=["id"],
             update_fields=["text", "token_count", "embedding_model", "version", "ordinal"],
         )
-        member = _member(document.pk, version)
+        member = member_of(document.pk, version)
         transaction.on_commit(lambda: EMBED.claims.add([member]))
         _publish("freshet.document.chunked", document, version, chunks=len(rows))
 
 
 # --- embed, index (batches) -----------------------------------------------------------------
-def _member(document_id: int, version: int) -> str:
+def member_of(document_id: int, version: int) -> str:
+    """A document version as a member of a batch stage's claim set."""
     return f"{document_id}:{version}"
 
 
@@ -261,8 +262,8 @@ BATCH_STAGES = {spec.claims.name: spec for spec in (EMBED, INDEX)}
 
 def document_embed(document: Document, version: int) -> None:
     """Embed this document's chunks in one model call with those of other pending documents
-    (nothing if another batch holds it or did it)."""
-    batch_run(EMBED, _member(document.pk, version))
+    (nothing if another batch holds it or did it). The document is the one its handler read."""
+    batch_run(EMBED, member_of(document.pk, version), own_load=lambda: (document, _chunks_of(document, version)))
 
 
 def index_gather_seconds() -> float:
