@@ -36,7 +36,7 @@ from config.redis_client import redis_client
 from events.services import event_publish
 from feedback.models import ChunkFeedback, DocumentFeedback, Feedback
 from feedback.profiles import QuestionProfile
-from feedback.refetch import RefetchFailed, refetch_url, url_fetch
+from feedback.refetch import RefetchFailed, document_page_fetch, refetch_url
 from feedback.selectors import document_tally_counts, feedback_score, vote_weight, votes_counted, votes_touching
 from ingestion.chunking import max_chunk_tokens
 from ingestion.embedding import VectorCache, embedder
@@ -290,19 +290,25 @@ def document_refetch(*, document_id: int) -> str:
                        refetch_detail="The document is gone or its source cannot be re-fetched.")
         return DocumentFeedback.Refetch.NOT_REFETCHABLE
     try:
-        content = url_fetch(url)
+        fetched = document_page_fetch(document, url)
     except RefetchFailed as error:
         logger.warning("Re-fetching document %s failed: %s", document_id, error)
         tallies.update(refetch_status=DocumentFeedback.Refetch.FAILED, refetch_detail=str(error),
                        refetched_at=timezone.now())
         return DocumentFeedback.Refetch.FAILED
     with transaction.atomic():
-        result = document_ingest(source=document.source, external_id=document.external_id, content=content,
-                                 uri=document.uri)
+        if fetched.content is None:  # not modified (a 304, or the very bytes Freshet holds)
+            changed = False
+        else:
+            changed = document_ingest(
+                source=document.source, external_id=document.external_id, content=fetched.content,
+                filename=fetched.filename, title=fetched.title, uri=document.uri, marker=fetched.marker or None,
+                metadata=fetched.metadata or None).changed
+        document.refresh_from_db(fields=["version"])
         now = timezone.now()
-        if result.changed:
+        if changed:
             status = DocumentFeedback.Refetch.CHANGED
-            detail = f"New content from {url}: version {result.document.version}."
+            detail = f"New content from {url}: version {document.version}."
             tallies.update(refetch_status=status, refetch_detail=detail, refetched_at=now, content_refreshed_at=now)
         else:
             status, detail = DocumentFeedback.Refetch.UNCHANGED, f"{url} still serves the indexed content."

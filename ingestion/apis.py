@@ -93,13 +93,11 @@ def _document_or_404(request: Request, document_id: int) -> Document:
 
 def _upload_source(request: Request, source_id: int) -> Source:
     source = _source_or_404(request, source_id)
-    if source.kind != Source.Kind.UPLOAD:
+    refusal = services.source_upload_refusal(source)
+    if refusal:
         # Connector-fed sources (url, feed, folder, push) own their documents: a sync would
         # overwrite or remove what was uploaded beside it.
-        raise exceptions.ValidationError({"source": [
-            f"Source {source.name!r} is a {source.kind} source; its documents come from its connector. "
-            "Upload into a source of kind 'upload'."
-        ]})
+        raise exceptions.ValidationError({"source": [refusal]})
     return source
 
 
@@ -157,7 +155,8 @@ class SourceListApi(APIView):
         with _name_taken_is_400(serializer.validated_data.get("name")):
             source = services.source_create(**serializer.validated_data)
         source = selectors.source_get(user=request.user, source_id=source.pk)
-        return Response(SourceOutputSerializer(source, context={"request": request}).data,
+        # "created": write-only config (a push source's generated secret) is shown this once.
+        return Response(SourceOutputSerializer(source, context={"request": request, "created": True}).data,
                         status=status.HTTP_201_CREATED)
 
 

@@ -12,15 +12,20 @@ class Source(models.Model):
     class Kind(models.TextChoices):
         UPLOAD = "upload", "Upload"
         URL = "url", "Web page"
+        SITEMAP = "sitemap", "Sitemap"
         FEED = "feed", "RSS/Atom feed"
         FOLDER = "folder", "Folder"
         PUSH = "push", "Pushed CloudEvents"
+        QUEUE = "queue", "Broker queue (CloudEvents)"
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.UPLOAD)
     config = models.JSONField(default=dict, blank=True, help_text="Connector settings (url, path, ...).")
     schedule_minutes = models.PositiveIntegerField(
         null=True, blank=True, help_text="Re-sync every N minutes (url, feed, folder); empty for never."
+    )
+    prune = models.BooleanField(
+        default=True, help_text="A sync deletes the documents whose items are gone from the source."
     )
     public = models.BooleanField(default=True, help_text="Visible to every signed-in user.")
     groups = models.ManyToManyField(
@@ -92,6 +97,12 @@ class Document(models.Model):
     text = models.TextField(blank=True, help_text="Extracted text, kept so chunks can be rebuilt.")
     chunk_count = models.PositiveIntegerField(default=0)
     indexed_fingerprint = models.CharField(max_length=64, blank=True)
+    # With external_id, the manifest a connector's sync diffs its listing against: the item's
+    # change marker when it was last fetched (ETag, Last-Modified, a sitemap lastmod, mtime and size).
+    marker = models.CharField(max_length=512, blank=True, help_text="The source's change marker when last fetched.")
+    metadata = models.JSONField(
+        default=dict, blank=True, help_text="What the source says about the document (headers, event attributes)."
+    )
     # Empty: the source's chunking profile. Set for one document that needs other chunks (the
     # feedback consumer sets larger ones when users keep finding its passages incomplete).
     chunk_size = models.PositiveIntegerField(
@@ -149,3 +160,62 @@ class Chunk(models.Model):
     @staticmethod
     def make_id(document_id: int, ordinal: int) -> str:
         return f"{document_id}-{ordinal}"
+
+
+class SyncRun(models.Model):
+    """One sync of a connector source: what it saw, what it changed, how it ended."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Some items failed"
+        FAILED = "failed", "Failed"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=32, default="manual", help_text="manual, schedule, watch, api, ...")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    items_seen = models.PositiveIntegerField(default=0)
+    items_new = models.PositiveIntegerField(default=0)
+    items_changed = models.PositiveIntegerField(default=0)
+    items_unchanged = models.PositiveIntegerField(default=0)
+    items_deleted = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the sync failed, or the first item failures.")
+    # Moves on with every chunk of items done: a running sync whose heartbeat is older than
+    # SYNC_STALE_SECONDS lost its worker, and the next request for the source fails it and starts anew.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["source", "-started_at"], name="syncrun_source_started")]
+        constraints = [
+            # One sync per source at a time, guaranteed by the database: a second running row
+            # for the same source cannot be inserted (ingestion/connectors/sync.py claims with it).
+            models.UniqueConstraint(fields=["source"], condition=models.Q(status="running"),
+                                    name="syncrun_one_running_per_source"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} sync #{self.pk} ({self.status})"
+
+
+class SyncItem(models.Model):
+    """An item a running sync still has to fetch (new, or its marker changed). Fetch tasks claim
+    them in bounded chunks, so a big source never has more than SYNC_ITEMS_IN_FLIGHT in flight;
+    a row is deleted once its item is done."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=1024)
+    marker = models.CharField(max_length=512, blank=True)
+    uri = models.CharField(max_length=2048, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "claimed_at"], name="syncitem_run_claimed")]
+
+    def __str__(self) -> str:
+        return self.external_id

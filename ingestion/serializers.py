@@ -12,7 +12,8 @@ from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ingestion.models import Document, Source
+from ingestion.connectors import ConfigInvalid, config_clean, connector_for
+from ingestion.models import Document, Source, SyncRun
 
 # Bounds that keep every accepted value storable (PostgreSQL integers) and meaningful.
 MAX_CHUNK_TOKENS = 8192
@@ -61,6 +62,7 @@ class SourceOutputSerializer(serializers.Serializer):
     chunk_overlap = serializers.IntegerField(allow_null=True, help_text="Null: the server default.")
     chunking = serializers.SerializerMethodField()
     schedule_minutes = serializers.IntegerField(allow_null=True)
+    prune = serializers.BooleanField(help_text="Whether a sync deletes the documents whose items are gone.")
     document_counts = DocumentCountsSerializer(source="*", help_text="Documents of the source by status.")
     last_synced_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
@@ -68,7 +70,11 @@ class SourceOutputSerializer(serializers.Serializer):
     @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
     def get_config(self, source: Source) -> dict | None:
         request = self.context.get("request")
-        return source.config if request is not None and request.user.is_staff else None
+        if request is None or not request.user.is_staff:
+            return None
+        # Write-only keys (a push source's secret) are shown once, in the answer to the create.
+        hidden = () if self.context.get("created") else _write_only(source.kind)
+        return {key: value for key, value in (source.config or {}).items() if key not in hidden}
 
     @extend_schema_field(ChunkingSerializer)
     def get_chunking(self, source: Source) -> dict[str, int]:
@@ -147,6 +153,8 @@ class SourceInputSerializer(serializers.Serializer):
                                        help_text="Tokens shared by neighbours; null for the server default.")
     schedule_minutes = StrictIntegerField(min_value=1, max_value=MAX_SCHEDULE_MINUTES, allow_null=True,
                                           default=None, help_text="Re-sync every N minutes; null for never.")
+    prune = StrictBooleanField(default=True, help_text="A sync deletes the documents whose items are gone from "
+                                                       "the source (false: they stay).")
 
     def validate_name(self, name: str) -> str:
         name = name.strip()
@@ -178,7 +186,36 @@ class SourceInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"chunk_overlap": f"The overlap ({overlap}) must be smaller than the chunk size ({size})."}
             )
+        if "kind" in attrs or "config" in attrs or source is None:
+            kind = attrs.get("kind", source.kind if source else Source.Kind.UPLOAD)
+            config = attrs.get("config", source.config if source else {})
+            if source is not None and kind == source.kind and isinstance(config, dict):
+                # A write-only key left out of a change is kept, not replaced (or regenerated).
+                kept = {key: source.config[key] for key in _write_only(kind)
+                        if key not in config and key in (source.config or {})}
+                config = {**config, **kept}
+            attrs["config"] = source_config_clean(kind, config)
         return attrs
+
+
+def _write_only(kind: str) -> tuple[str, ...]:
+    try:
+        return connector_for(kind).write_only
+    except ConfigInvalid:  # a kind without a connector (yet) has none
+        return ()
+
+
+def source_config_clean(kind: str, config: Any) -> dict:
+    """The connector's own check of a source's configuration (ingestion/connectors: each kind's
+    `config_clean`), as a serializer error naming each bad key."""
+    try:
+        return config_clean(kind, config)
+    except ConfigInvalid as error:
+        if set(error.errors) == {"kind"}:
+            raise serializers.ValidationError({"kind": error.errors["kind"]}) from None
+        raise serializers.ValidationError({"config": [
+            f"{key}: {' '.join(messages)}" for key, messages in error.errors.items()
+        ]}) from None
 
 
 # --- Documents ------------------------------------------------------------------------------
@@ -292,3 +329,30 @@ class ChunkOutputSerializer(serializers.Serializer):
     token_count = serializers.IntegerField()
     embedding_model = serializers.CharField()
     version = serializers.IntegerField(help_text="The document version these chunks were made from.")
+
+
+# --- Syncs ----------------------------------------------------------------------------------
+
+
+class SyncRunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    source = serializers.IntegerField(source="source_id")
+    trigger = serializers.CharField(help_text="What started it: api, admin, cli, schedule, watch, ...")
+    status = serializers.ChoiceField(choices=SyncRun.Status.choices,
+                                     help_text="running, then succeeded, partial (some items failed) or failed.")
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    items_seen = serializers.IntegerField(help_text="Items the source listed.")
+    items_new = serializers.IntegerField()
+    items_changed = serializers.IntegerField()
+    items_unchanged = serializers.IntegerField(help_text="Items that cost no pipeline work.")
+    items_deleted = serializers.IntegerField(help_text="Documents deleted because their items were gone.")
+    items_failed = serializers.IntegerField()
+    error = serializers.SerializerMethodField(
+        help_text="Why the sync failed, or its first item failures; shown to staff only (it can name internal "
+                  "addresses), null for others.")
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_error(self, run: SyncRun) -> str | None:
+        request = self.context.get("request")
+        return run.error if request is not None and request.user.is_staff else None

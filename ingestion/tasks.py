@@ -5,6 +5,7 @@ ingestion/pipeline/."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import redis
@@ -108,3 +109,62 @@ def pipeline_batch_drain(self, stage_name: str) -> None:
             self.request.retries, maximum=settings.EVENT_RETRY_BACKOFF_MAX)) from error
     if left:
         drain_soon(stage_name)
+
+
+# --- Connector syncs (ingestion/connectors/sync.py) -----------------------------------------
+# The listing is one task; the items to fetch are done by source_sync_fetch tasks, at most
+# sync.fetch_tasks_per_source() of them per source at a time, each queuing its successor.
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def source_sync_list(run_id: int) -> None:
+    """List a running sync's source and start its fetch tasks (dropped if the run is gone or over)."""
+    from ingestion.connectors import sync
+    from ingestion.models import SyncRun
+
+    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).first()
+    if run is None:
+        return
+    try:
+        left = sync.sync_list(run=run)
+    except BaseException as error:
+        sync.sync_fail(run=run, error=error)
+        raise
+    if not left:
+        sync.sync_finish_if_done(run=run)
+        return
+    for _ in range(min(sync.fetch_tasks_per_source(), math.ceil(left / settings.SYNC_CHUNK_ITEMS))):
+        source_sync_fetch.apply_async(args=[run_id], queue="sync")
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=RETRYABLE, retry_backoff=True, max_retries=5)
+def source_sync_fetch(run_id: int) -> None:
+    """Fetch one chunk of a running sync's items, then queue the next chunk or finish the run."""
+    from ingestion.connectors import sync
+    from ingestion.models import SyncRun
+
+    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).first()
+    if run is None:
+        return
+    if sync.sync_chunk(run=run):
+        if sync.sync_items_unclaimed(run=run):
+            source_sync_fetch.apply_async(args=[run_id], queue="sync")
+            return
+    sync.sync_finish_if_done(run=run)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def source_sync_scheduled(source_id: int) -> None:
+    """A source's PeriodicTask (django-celery-beat) fired: start its sync, unless one runs."""
+    from ingestion.connectors import sync
+    from ingestion.models import Source
+    from ingestion.services import source_schedule_keep
+
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:
+        source_schedule_keep(source_id=source_id)  # the source is gone: so goes its schedule
+        return
+    try:
+        sync.source_sync_request(source, trigger="schedule")
+    except sync.SyncAlreadyRunning:
+        logger.info("Scheduled sync of source %s skipped: one is running", source_id)
