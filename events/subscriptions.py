@@ -25,9 +25,16 @@ class Subscription:
     # A filter, as in the CloudEvents Subscriptions API: an event the handler would ignore costs
     # no task.
     when: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # A dotted path to `gate(event_type) -> bool`, asked when an event is routed: for a subscriber
+    # whose choice of events is data of its own (the sinks' chosen types, with event_type "*":
+    # every type), so the events nobody chose cost no task.
+    gate: str = ""
 
     def resolve(self) -> Callable:
         return import_string(self.handler)
+
+    def admits(self, event_type: str) -> bool:
+        return not self.gate or bool(import_string(self.gate)(event_type))
 
     def wants(self, data: Mapping[str, Any] | None) -> bool:
         data = data or {}
@@ -48,10 +55,15 @@ def subscriptions_all() -> tuple[Subscription, ...]:
     return tuple(found)
 
 
+WILDCARD = "*"
+
+
 def subscriptions_for(event_type: str, data: Mapping[str, Any] | None = None) -> list[Subscription]:
-    """The subscriptions of `event_type`; with `data`, only those whose filter it passes."""
-    return [s for s in subscriptions_all()
-            if s.event_type == event_type and (data is None or s.wants(data))]
+    """The subscriptions of `event_type` (those of "*", every type, after the others); with
+    `data`, only those whose filter it passes. Gates are asked by the router, not here."""
+    matching = [s for s in subscriptions_all() if s.event_type == event_type] + [
+        s for s in subscriptions_all() if s.event_type == WILDCARD]
+    return [s for s in matching if data is None or s.wants(data)]
 
 
 def subscription_of(handler: str) -> Subscription | None:
@@ -59,4 +71,10 @@ def subscription_of(handler: str) -> Subscription | None:
     return next((s for s in subscriptions_all() if s.handler == handler), None)
 
 
-SUBSCRIPTIONS: list[Subscription] = []
+SUBSCRIPTIONS: list[Subscription] = [
+    # Pushed CloudEvents (events/intake/): once recorded, their changes are made in order.
+    Subscription("freshet.events.received", "events.intake.apply.received_apply", queue="sync"),
+    # Event sinks (events/sinks/): every type some enabled sink chose goes out, nothing else.
+    Subscription(WILDCARD, "events.sinks.handlers.event_to_sinks", queue="sinks",
+                 gate="events.sinks.selectors.sinks_want"),
+]
