@@ -13,7 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
-from ingestion.uploads import UploadBodyLimitMiddleware  # noqa: E402
+from ingestion.uploads import UploadBodyLimitMiddleware, daphne_body_limit_install  # noqa: E402
 
 if settings.FRESHET_WARM_UP:
     import threading
@@ -22,6 +22,9 @@ if settings.FRESHET_WARM_UP:
 
     # Load the embedding model while the server starts, not on the first question.
     threading.Thread(target=lambda: embedder().encode(["warm up"]), name="warm-up", daemon=True).start()
+
+# daphne spools a whole body to disk before the application sees it: refuse oversized uploads earlier.
+daphne_body_limit_install()
 
 application = ProtocolTypeRouter(
     {

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from config.logs import log_context
 from events.errors import RETRYABLE
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ def event_handler(handler: Callable[[EventData], None] | None = None, *, failed:
         @functools.wraps(handler)
         def handle(event) -> None:
             data = event_data(event)
+            with log_context(event_id=event.get_id(), document_id=data_int(data, "document_id")):
+                _run(event, data)
+
+        def _run(event, data: EventData) -> None:
             try:
                 handler(data)
             except RETRYABLE:

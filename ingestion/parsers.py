@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import charset_normalizer
 
+from ingestion import parse_limits
+
 
 class ParseError(Exception):
     """The document cannot be turned into text; the message says why."""
@@ -121,16 +123,22 @@ def _checked(text: str) -> str:
 
 def parse(content: bytes, filename: str = "") -> Parsed:
     media_type = detect(content, filename)
-    if media_type == PDF:
-        parsed = _parse_pdf(content)
-    elif media_type == DOCX:
-        parsed = _parse_docx(content)
-    elif media_type == HTML:
-        parsed = _parse_html(decode_text(content))
-    else:
-        text = decode_text(content)
-        parsed = Parsed(media_type, text, _first_heading(text) if media_type == MARKDOWN else "")
-    text = _normalise(parsed.text)
+    try:  # within the limits of ingestion/parse_limits.py: a file past one fails alone
+        with parse_limits.parse_limits():
+            if media_type == PDF:
+                parsed = _parse_pdf(content)
+            elif media_type == DOCX:
+                parse_limits.archive_check(content)
+                parsed = _parse_docx(content)
+            elif media_type == HTML:
+                parsed = _parse_html(decode_text(content))
+            else:
+                text = decode_text(content)
+                parsed = Parsed(media_type, text, _first_heading(text) if media_type == MARKDOWN else "")
+            text = _normalise(parsed.text)
+            parse_limits.text_check(text)
+    except parse_limits.LimitExceeded as error:
+        raise ParseError(str(error)) from None
     if not text:
         raise ParseError(_EMPTY_REASON.get(parsed.media_type, "The document contains no text."))
     return Parsed(parsed.media_type, text, parsed.title.strip()[:500])
@@ -144,7 +152,7 @@ _EMPTY_REASON = {
 
 def _normalise(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
+    text = re.sub(r"[ \t\v]+\n", "\n", text)  # not \f: PDF_PAGE_BREAK marks a PDF's pages
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
@@ -165,15 +173,34 @@ def _parse_pdf(content: bytes) -> Parsed:
                 reader.decrypt("")
             except Exception:
                 raise ParseError("The PDF is encrypted with a password.") from None
-        pages = [page.extract_text() or "" for page in reader.pages]
+        parse_limits.pdf_pages_check(reader)
+        pages = [_normalise(page.extract_text() or "") for page in reader.pages]
         title = ""
         if reader.metadata is not None and reader.metadata.title:
-            title = str(reader.metadata.title)
+            title = str(reader.metadata.title).strip()
+        title = title or _heading_like(pages)
     except ParseError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as error:
         raise ParseError(f"The PDF is corrupt or unreadable ({type(error).__name__}: {error}).") from None
-    return Parsed(PDF, "\n\n".join(pages), title)
+    return Parsed(PDF, ("\n\n" + PDF_PAGE_BREAK).join(pages), title)
+
+
+# Pages of a PDF's text are separated by a form feed (as pdftotext does), so a position in the
+# text names its page (chat/passages.py); whitespace to everything else.
+PDF_PAGE_BREAK = "\f"
+
+
+def _heading_like(pages: list[str]) -> str:
+    """A PDF's first heading-like line: short, with letters, not a sentence or a page number."""
+    for page in pages[:2]:
+        for line in page.splitlines()[:15]:
+            line = " ".join(line.split())
+            words = line.split()
+            if (1 <= len(words) <= 15 and len(line) <= 200 and sum(ch.isalpha() for ch in line) >= 3
+                    and not line.endswith((".", ",", ";")) and not line[:1].islower()):
+                return line
+    return ""
 
 
 def _parse_docx(content: bytes) -> Parsed:
@@ -192,7 +219,17 @@ def _parse_docx(content: bytes) -> Parsed:
             cells = [cell.text.strip() for cell in row.cells if cell.text.strip()]
             if cells:
                 blocks.append(" | ".join(cells))
-    return Parsed(DOCX, "\n\n".join(blocks), document.core_properties.title or "")
+    return Parsed(DOCX, "\n\n".join(blocks), (document.core_properties.title or "").strip()
+                  or _docx_heading(document))
+
+
+def _docx_heading(document) -> str:
+    """A DOCX's first paragraph styled Title or Heading N, else ""."""
+    for paragraph in document.paragraphs:
+        style = (paragraph.style.name if paragraph.style is not None else "") or ""
+        if paragraph.text.strip() and (style == "Title" or style.startswith("Heading")):
+            return " ".join(paragraph.text.split())
+    return ""
 
 
 def _parse_html(markup: str) -> Parsed:

@@ -5,18 +5,22 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
-from ingestion.models import Chunk, Document, Source
+from ingestion.models import Chunk, Document, Source, SyncRun
 from ingestion.search_index import AccessFilter
 
 
 def access_for_user(user: AbstractBaseUser | AnonymousUser | None) -> AccessFilter:
     """The search-index access filter for `user`: staff see everything, others public sources
-    plus those of their groups, anonymous users public sources only."""
-    if user is None or not user.is_authenticated:
-        return AccessFilter()
-    if user.is_staff or user.is_superuser:
+    plus those of their groups, anonymous users public sources only.
+
+    The sources are read from the database now, and the filter is by their ids alone: the index's
+    own copy of each source's access fields is updated in the background after a grant changes,
+    so trusting it would show a revoked source, or hide a granted one, until the update ran
+    (issue 14; tests/security/test_access_machine.py)."""
+    if user is not None and user.is_authenticated and (user.is_staff or user.is_superuser):
         return AccessFilter.staff()
-    return AccessFilter(groups=tuple(sorted(user.groups.values_list("name", flat=True))))
+    visible = tuple(sorted(sources_visible_to(user).values_list("pk", flat=True)))
+    return AccessFilter(everything=True, source_ids=visible)
 
 
 def sources_visible_to(user) -> QuerySet[Source]:
@@ -88,3 +92,12 @@ def document_get(*, user, document_id: int) -> Document | None:
 
 def chunks_for_document(*, document: Document) -> QuerySet[Chunk]:
     return Chunk.objects.filter(document=document).order_by("ordinal")
+
+
+def sync_runs_of(*, source: Source) -> QuerySet[SyncRun]:
+    """The sync runs of `source` (whose visibility the caller checked), newest first."""
+    return SyncRun.objects.filter(source=source).order_by("-started_at", "-pk")
+
+
+def source_last_sync(*, source: Source) -> SyncRun | None:
+    return sync_runs_of(source=source).first()

@@ -134,17 +134,76 @@ class UploadBodyLimitMiddleware:
 
     @staticmethod
     def _limit(scope) -> int | None:
-        if scope.get("type") != "http" or scope.get("method") != "POST":
+        if scope.get("type") != "http":
             return None
-        try:
-            match = resolve(scope.get("path", ""))
-        except Resolver404:
-            return None
-        return upload_body_limit(match.view_name or "")
+        return request_body_limit(method=scope.get("method", ""), path=scope.get("path", ""))
+
+
+def request_body_limit(*, method: str, path: str) -> int | None:
+    """The most bytes the body of a `method` request to `path` may have, None for no limit here."""
+    if method != "POST":
+        return None
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    return upload_body_limit(match.view_name or "")
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def daphne_body_limit_install() -> None:
+    """Make daphne refuse an upload body over its limit while it arrives.
+
+    daphne (Twisted's http.Request) writes a request's whole body to a temporary file before the
+    ASGI application sees any of it, so UploadBodyLimitMiddleware alone would refuse a 1 GB upload
+    only once the 1 GB was on disk (found by tests/security/test_uploads.py). This hooks daphne's
+    request: a declared Content-Length over the view's limit is answered 413 before the body is
+    read, and a body without one is cut off with 413 once it passes the limit. Idempotent; does
+    nothing where daphne is not installed."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:
+        return
+    if getattr(WebRequest, "freshet_body_limit", False):
+        return
+    got_length, content_chunk = WebRequest.gotLength, WebRequest.handleContentChunk
+
+    def refuse(request, limit: int) -> None:
+        request.freshet_refused = True
+        body = json.dumps({"detail": str(body_too_large(limit).detail)}).encode()
+        request.channel.transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        request.channel.transport.loseConnection()
+
+    def limited_got_length(request, length) -> None:
+        channel = request.channel
+        method = getattr(channel, "_command", b"").decode("latin-1")
+        path = getattr(channel, "_path", b"").decode("latin-1").split("?", 1)[0]
+        request.freshet_limit = request_body_limit(method=method, path=path)
+        request.freshet_received, request.freshet_refused = 0, False
+        if request.freshet_limit is not None and length is not None and length > request.freshet_limit:
+            refuse(request, request.freshet_limit)
+            return
+        got_length(request, length)
+
+    def limited_content_chunk(request, data: bytes) -> None:
+        if getattr(request, "freshet_refused", False):
+            return
+        request.freshet_received = getattr(request, "freshet_received", 0) + len(data)
+        limit = getattr(request, "freshet_limit", None)
+        if limit is not None and request.freshet_received > limit:
+            refuse(request, limit)
+            return
+        content_chunk(request, data)
+
+    WebRequest.gotLength = limited_got_length
+    WebRequest.handleContentChunk = limited_content_chunk
+    WebRequest.freshet_body_limit = True
 
 
 def _content_length(scope) -> int | None:

@@ -123,6 +123,16 @@ def search_hit(fields: Mapping[str, Any], *, score: float) -> SearchHit:
     )
 
 
+# --- reconciliation ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeldChunk:
+    """What the index holds of one chunk, as reconciliation compares it with the database."""
+
+    document_id: int
+    source_id: int
+    version: int
+
+
 # --- the version guard ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeldVersions:
@@ -261,6 +271,11 @@ class SearchIndex(ABC):
         """Chunk id -> document version for what the index holds (for reconciliation)."""
 
     @abstractmethod
+    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
+        """Chunk id -> its document, source and version, for every chunk the index holds (or a
+        source's): what `manage.py reconcile` compares with the database's chunks."""
+
+    @abstractmethod
     def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:
         """The stored chunks with these ids (missing ids are absent from the result)."""
 
@@ -285,3 +300,31 @@ class SearchIndex(ABC):
     @abstractmethod
     def drop(self) -> None:
         """Remove everything (tests, rebuilds)."""
+
+    # --- generations: rebuilds (ingestion/rebuild.py, `manage.py index_rebuild`) ----------------
+    # The index serves one generation at a time. A rebuild fills the next one, through the
+    # SearchIndex that `generation_begin` returns, while the current one keeps serving; then
+    # `generation_switch` makes it the one every process reads and writes, atomically, and drops the
+    # old one. Each generation records the embedding model its vectors were made with.
+    @abstractmethod
+    def index_model(self) -> str | None:
+        """The embedding model the serving generation was built with (None: not recorded, or no index)."""
+
+    @abstractmethod
+    def index_model_set(self, model: str) -> None:
+        """Record the embedding model of the serving generation (its first write, or a rebuild)."""
+
+    @abstractmethod
+    def generation(self) -> int | None:
+        """The number of the serving generation (None: no index yet)."""
+
+    @abstractmethod
+    def generation_begin(self) -> SearchIndex:
+        """An empty next generation, not serving, left from nothing an earlier rebuild aborted:
+        write it with the returned index's `upsert_documents` (created on its first write)."""
+
+    @abstractmethod
+    def generation_switch(self, building: SearchIndex, *, model: str, grace_seconds: float = 2.0) -> None:
+        """Make `building` the serving generation at once for every process, recorded as built
+        with `model`; drop the old one `grace_seconds` later (searches and writes that were on
+        their way to it finish first)."""

@@ -37,6 +37,7 @@ from ingestion.search_index.elasticsearch_errors import (
     index_missing,
     items_check,
 )
+from ingestion.search_index.elasticsearch_generations import ElasticsearchGenerations
 from ingestion.search_index.elasticsearch_mapping import (
     ANALYSIS,
     FIRST_GENERATION,
@@ -65,13 +66,16 @@ PAGE = 1000
 BY_QUERY_TIMEOUT = 300.0
 
 
-class ElasticsearchIndex(SearchIndex):
+class ElasticsearchIndex(ElasticsearchGenerations, SearchIndex):
     name = "elasticsearch"
 
-    def __init__(self, url: str, alias: str, timeout: float) -> None:
+    def __init__(self, url: str, alias: str, timeout: float, *, first_index: str | None = None) -> None:
+        """`first_index`: the concrete index the alias is created over (default: its generation 1;
+        a rebuild's next generation sits under a building alias of its own)."""
         self.url = url
         self.alias = alias
         self.timeout = float(timeout)
+        self._first_index = first_index
         self._lock = threading.RLock()
         self._client: Elasticsearch | None = None
         self._dimension: int | None = None  # set once this process has seen the index exist
@@ -97,7 +101,7 @@ class ElasticsearchIndex(SearchIndex):
         with self._lock:
             es = self._es()
             if not es.indices.exists_alias(name=self.alias):
-                first = generation_index(self.alias, FIRST_GENERATION)
+                first = self._first_index or generation_index(self.alias, FIRST_GENERATION)
                 try:
                     es.indices.create(
                         index=first, settings={"analysis": ANALYSIS},

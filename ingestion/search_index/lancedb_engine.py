@@ -27,6 +27,7 @@ from ingestion.search_index.base import (
     ChunkRecord,
     ChunkRemoval,
     DocumentChunks,
+    HeldChunk,
     HeldVersions,
     SearchHit,
     SearchIndex,
@@ -35,11 +36,12 @@ from ingestion.search_index.base import (
     documents_newer,
     search_hit,
 )
+from ingestion.search_index.lancedb_generations import POINTER, TABLE, LanceDBGenerations
+from ingestion.search_index.lancedb_vectors import MemoryKnn
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TABLE = "chunks"
 # Filter columns with an index each (see _ensure_indexes).
 SCALAR_INDEXES = (("public", "BITMAP"), ("groups", "LABEL_LIST"), ("source_id", "BTREE"),
                   ("document_id", "BTREE"), ("id", "BTREE"))
@@ -48,6 +50,7 @@ VECTOR_INDEX_ROWS_PER_PARTITION = 2500
 EXHAUSTIVE = 1 << 20  # probe every partition: exact results (clamped to the partitions there are)
 HIT_COLUMNS = list(HIT_FIELDS)
 CONFLICT_ATTEMPTS = 8
+MEMORY_KNN_ROWS = 100_000  # 150 MB of 384-dimension vectors
 # Columns added after the first release: a table written before gets them, null, when opened.
 ADDED_COLUMNS = (pa.field("feedback_profile", pa.binary()),)
 
@@ -69,16 +72,24 @@ def access_where(access: AccessFilter) -> str | None:
     return " AND ".join(clauses) or None
 
 
-class LanceDBIndex(SearchIndex):
+class LanceDBIndex(LanceDBGenerations, SearchIndex):
     name = "lancedb"
 
-    def __init__(self, path: Path | str, *, search_lag_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path | str, *, search_lag_seconds: float = 0.0, table: str | None = None,
+                 memory_knn_rows: int = MEMORY_KNN_ROWS) -> None:
+        """`table`: this one table (a generation being built); None: whichever the pointer names.
+        `memory_knn_rows`: kNN in memory for tables up to this many rows (lancedb_vectors.py; 0: never)."""
         self.path = Path(path)
         self.search_lag = timedelta(seconds=max(0.0, float(search_lag_seconds)))
         self._lock = threading.Lock()
+        self._fixed = table
+        self._name = table or TABLE
+        self._pointer_seen: tuple[int, int, int] | None = None
+        self._pointer: dict[str, Any] = {}
         self._table = None
         self._search_table = None
         self._indexes_ready = False
+        self._memory_knn = MemoryKnn(max_rows=memory_knn_rows)
 
     # --- plumbing ---------------------------------------------------------------------------
     def _db(self):
@@ -108,16 +119,17 @@ class LanceDBIndex(SearchIndex):
     def _ensure(self, *, dimension: int) -> None:
         with self._lock:
             if self._table is None:
-                table = self._db().create_table(TABLE, schema=self._schema(dimension), exist_ok=True)
+                table = self._db().create_table(self._name, schema=self._schema(dimension), exist_ok=True)
                 self._columns_add(table)
                 self._table = table
 
     def _open(self):
+        self._follow()
         if self._table is None:
             with self._lock:
                 if self._table is None:
                     try:
-                        table = self._db().open_table(TABLE)
+                        table = self._db().open_table(self._name)
                     except ValueError:
                         return None  # nothing indexed yet
                     self._columns_add(table)
@@ -137,7 +149,7 @@ class LanceDBIndex(SearchIndex):
             with self._lock:
                 if self._search_table is None:
                     db = lancedb.connect(str(self.path), read_consistency_interval=self.search_lag)
-                    self._search_table = db.open_table(TABLE)
+                    self._search_table = db.open_table(self._name)
         return self._search_table
 
     def _columns_add(self, table) -> None:
@@ -310,6 +322,9 @@ class LanceDBIndex(SearchIndex):
         table = self._searched()
         if table is None:
             return []
+        snapshot = self._memory_knn.snapshot(table, name=self._name)
+        if snapshot is not None:
+            return self._memory_knn.search(snapshot, vector, k=k, access=access)
         query = table.search(list(vector), vector_column_name="vector").distance_type("cosine").nprobes(EXHAUSTIVE)
         where = access_where(access)
         if where:
@@ -326,6 +341,17 @@ class LanceDBIndex(SearchIndex):
             query = query.where(f"document_id = {int(document_id)}")
         rows = query.select(["id", "version"]).limit(None).to_list()
         return {row["id"]: row["version"] for row in rows}
+
+    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
+        table = self._open()
+        if table is None:
+            return {}
+        query = table.search()
+        if source_id is not None:
+            query = query.where(f"source_id = {int(source_id)}")
+        rows = query.select(["id", "document_id", "source_id", "version"]).limit(None).to_list()
+        return {row["id"]: HeldChunk(int(row["document_id"]), int(row["source_id"]), int(row["version"]))
+                for row in rows}
 
     def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:
         table = self._open()
@@ -372,7 +398,13 @@ class LanceDBIndex(SearchIndex):
     def drop(self) -> None:
         with self._lock:
             db = self._db()
-            if TABLE in db.list_tables().tables:
-                db.drop_table(TABLE)
+            names = set(db.list_tables().tables)
+            # The whole index: every generation (and the pointer) when following it, else this table.
+            dropping = {self._fixed} if self._fixed else {n for n in names if n == TABLE or n.startswith(f"{TABLE}-g")}
+            for name in sorted(dropping & names):
+                db.drop_table(name)
+            if not self._fixed:
+                (self.path / POINTER).unlink(missing_ok=True)
+                self._pointer_seen, self._pointer, self._name = None, {}, TABLE
             self._table = self._search_table = None
             self._indexes_ready = False
