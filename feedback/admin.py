@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
@@ -115,12 +115,17 @@ class DocumentFeedbackAdmin(ReadOnlyAdmin):
     list_display = ("document_link", "source_id", "up", "down", "outdated", "wrong_source", "incomplete", "comments",
                     "refetch_status", "rechunk_requested_at", "last_vote_at")
     list_filter = (TallySourceFilter, "refetch_status")
-    search_fields = ("title", "document_id")
+    search_fields = ("title", "=document_id")
     ordering = ("-down", "-last_vote_at")
+
+    def get_queryset(self, request):
+        # Whether each tally's document still exists, in the list's own query (no query per row).
+        return super().get_queryset(request).annotate(
+            document_exists=Exists(Document.objects.filter(pk=OuterRef("document_id"))))
 
     @admin.display(description="document", ordering="title")
     def document_link(self, obj):
-        if not Document.objects.filter(pk=obj.document_id).exists():
+        if not getattr(obj, "document_exists", True):
             return f"{obj} (deleted)"
         url = reverse("admin:ingestion_document_change", args=[obj.document_id])
         return format_html('<a href="{}">{}</a>', url, str(obj))
@@ -128,14 +133,38 @@ class DocumentFeedbackAdmin(ReadOnlyAdmin):
 
 @admin.register(ChunkFeedback)
 class ChunkFeedbackAdmin(ReadOnlyAdmin):
-    list_display = ("chunk_id", "document_id", "up", "down", "score", "indexed_score", "indexed_at")
-    search_fields = ("chunk_id",)
+    list_display = ("chunk_link", "document_link", "up", "down", "score_shown", "indexed_score_shown", "indexed_at")
+    search_fields = ("=chunk_id", "=document_id")
     ordering = ("score",)
+    readonly_fields = ("chunk_id", "document_id", "up", "down", "score_shown", "indexed_score_shown", "updated_at",
+                       "indexed_at")
+    fields = readonly_fields
+
+    @admin.display(description="chunk", ordering="chunk_id")
+    def chunk_link(self, obj):
+        return format_html('<a href="{}">{}</a>', reverse("admin:ingestion_chunk_change", args=[obj.chunk_id]),
+                           obj.chunk_id)
+
+    @admin.display(description="document", ordering="document_id")
+    def document_link(self, obj):
+        if obj.document_id is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:ingestion_document_change", args=[obj.document_id]),
+                           obj.document_id)
+
+    @admin.display(description="score", ordering="score")
+    def score_shown(self, obj):
+        return f"{obj.score:+.2f}"
+
+    @admin.display(description="score in the index", ordering="indexed_score")
+    def indexed_score_shown(self, obj):
+        return "—" if obj.indexed_score is None else f"{obj.indexed_score:+.2f}"
 
 
 @admin.register(EvaluationCase)
 class EvaluationCaseAdmin(admin.ModelAdmin):
     list_display = ("query_short", "document", "created_by", "created_at")
+    list_select_related = ("document", "created_by")
     search_fields = ("query", "note")
     raw_id_fields = ("document", "feedback", "created_by")
     readonly_fields = ("created_at",)

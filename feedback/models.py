@@ -66,6 +66,7 @@ class ChunkFeedback(models.Model):
     class Meta:
         ordering = ["-updated_at", "chunk_id"]
         verbose_name = "chunk tally"
+        verbose_name_plural = "chunk tallies"
 
     def __str__(self) -> str:
         return f"chunk {self.chunk_id}: +{self.up} -{self.down} ({self.score:+.2f})"
@@ -106,6 +107,7 @@ class DocumentFeedback(models.Model):
     class Meta:
         ordering = ["-last_vote_at", "-id"]
         verbose_name = "document tally"
+        verbose_name_plural = "document tallies"
 
     def __str__(self) -> str:
         return self.title or f"document {self.document_id}"
