@@ -1,7 +1,7 @@
 """The chat socket (`ws/chat/`). Protocol, JSON text frames:
 
 client -> server
-    {"type": "question", "text": "...", "conversation": ID or null}
+    {"type": "question", "text": "...", "conversation": ID or null, "sources": [ID, ...] (optional)}
     {"type": "feedback", "message_id": ID, "rating": 1 | -1, "chunk_id": optional,
      "reason": optional "outdated" | "wrong_source" | "incomplete" | "other", "comment": optional}
 server -> client
@@ -71,8 +71,30 @@ class FeedbackMessageSerializer(serializers.Serializer):
                                     trim_whitespace=True)
 
 
+_publisher_warmed = False
+
+
+def publisher_warm() -> None:
+    """Open the Celery producer pool's broker connection ahead of the first vote. Measured: the
+    first event a web process publishes pays for kombu importing its transport and the pool
+    connecting (0.7-1.5 s here), and that was the vote acknowledged over a fresh socket; every
+    later one took what `POST /api/feedback/` takes. Warmed when a socket connects instead, off
+    the vote's path. Best effort: a broker that is down is reported by the vote itself."""
+    from config.celery_app import app
+
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+    except Exception as error:  # noqa: BLE001 - a warm-up must never break a connect
+        logger.debug("Could not warm the event publisher: %s", error)
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
+        global _publisher_warmed
+        if not _publisher_warmed:
+            _publisher_warmed = True
+            asyncio.get_running_loop().run_in_executor(None, publisher_warm)
         user = self.scope.get("user")
         authenticated = bool(user is not None and user.is_authenticated)
         self.groups_joined: set[str] = set()
@@ -141,7 +163,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_question(self, payload: dict) -> None:
         serializer = QuestionInputSerializer(data={"question": payload.get("text"),
-                                                   "conversation": payload.get("conversation")})
+                                                   "conversation": payload.get("conversation"),
+                                                   "sources": payload.get("sources")})
         if not serializer.is_valid():
             # The socket calls the question `text`: name the field as the client sent it.
             errors = {("text" if name == "question" else name): messages
@@ -153,14 +176,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                   about="question")
             return
         self.answering = asyncio.create_task(
-            self.answer(serializer.validated_data["question"], serializer.validated_data.get("conversation"))
+            self.answer(serializer.validated_data["question"], serializer.validated_data.get("conversation"),
+                        serializer.validated_data.get("sources"))
         )
 
-    async def answer(self, question: str, conversation_id: int | None) -> None:
+    async def answer(self, question: str, conversation_id: int | None, sources: list[int] | None = None) -> None:
         started = time.perf_counter()
         try:
             plan = await in_thread(answer_plan)(asker=self.asker, question=question,
-                                                conversation_id=conversation_id, started=started)
+                                                conversation_id=conversation_id, started=started, sources=sources)
         except ApplicationError as error:
             await self.send_error(error.message, status=error.status, about="question")
             return
@@ -237,7 +261,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(error.message, status=error.status, about="feedback")
             return
         await self.send_json({"type": "feedback_ack", "feedback_id": feedback.pk, "message_id": feedback.message_id,
-                              "chunk_id": feedback.chunk_id or None, "rating": feedback.rating})
+                              "chunk_id": feedback.chunk_id or None, "rating": feedback.rating,
+                              "reason": feedback.reason, "comment": feedback.comment})
 
     # --- channel-layer events ---------------------------------------------------------------
     async def chat_stale(self, event: dict) -> None:

@@ -19,8 +19,8 @@ from django.conf import settings
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
 
+from chat.extractive import EMBEDDED_CANDIDATES, NO_ANSWER, extractive_answer, sentences_split
 from chat.prompting import Passage
-from chat.text import STOP_WORDS, sentences
 from config.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -173,104 +173,11 @@ def citations_attribute(text: str, passages: list[Passage], *, threshold: float 
     return result
 
 
-# --- Extractive answers ---------------------------------------------------------------------
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-MAX_SENTENCE_WORDS = 60
-EMBEDDED_CANDIDATES = 8  # sentences embedded per question: bounds the time to the first token
-NO_ANSWER = "I could not find anything about that in the documents you can see."
-
-
-def _terms(text: str) -> set[str]:
-    terms = set()
-    for word in _WORD.findall(text.lower()):
-        if word in STOP_WORDS or len(word) < 2:
-            continue
-        # A light stem: plurals and -ing/-ed forms meet their root often enough to help overlap.
-        for suffix in ("ing", "ed", "es", "s"):
-            if len(word) > len(suffix) + 3 and word.endswith(suffix):
-                word = word[: -len(suffix)]
-                break
-        terms.add(word)
-    return terms
-
-
-def sentences_split(text: str) -> list[str]:
-    """The sentences of `text` that can stand as an answer: at least three words, cut at
-    MAX_SENTENCE_WORDS."""
-    pieces = []
-    for sentence in sentences(text):
-        words = sentence.split()
-        if len(words) < 3:
-            continue
-        if len(words) > MAX_SENTENCE_WORDS:
-            sentence = " ".join(words[:MAX_SENTENCE_WORDS]) + " \u2026"
-        pieces.append(sentence)
-    return pieces
-
-
-@dataclass(frozen=True)
-class ScoredSentence:
-    n: int
-    position: int
-    text: str
-    score: float
-
-
-def sentences_rank(question: str, passages: list[Passage], *, encoder=None) -> list[ScoredSentence]:
-    """The passages' sentences, best answer first: cosine similarity of the sentence to the
-    question (embedding model) plus the share of the question's terms the sentence contains,
-    plus a small prior for better-ranked passages."""
-    question_terms = _terms(question)
-    candidates: list[tuple[float, int, int, str]] = []
-    for rank, passage in enumerate(passages):
-        for position, sentence in enumerate(sentences_split(passage.text)):
-            overlap = len(question_terms & _terms(sentence)) / max(len(question_terms), 1)
-            prior = 0.1 / (1 + rank)
-            candidates.append((overlap + prior, passage.n, position, sentence))
-    if not candidates:
-        return []
-    # Embedding every sentence of five passages costs more than the answer's first-token budget;
-    # the cheap lexical score picks which ones the model looks at.
-    candidates.sort(key=lambda c: -c[0])
-    candidates = candidates[:EMBEDDED_CANDIDATES]
-    if encoder is None:
-        from ingestion.embedding import embedder
-
-        encoder = embedder()
-    vectors = encoder.encode([question] + [c[3] for c in candidates])
-    similarity = (vectors[1:] @ vectors[0]) if len(vectors) > 1 else np.zeros(0)
-    scored = [
-        ScoredSentence(n=n, position=position, text=text, score=float(sim) + 0.5 * lexical)
-        for (lexical, n, position, text), sim in zip(candidates, similarity, strict=True)
-    ]
-    return sorted(scored, key=lambda s: (-s.score, s.n, s.position))
-
-
-def extractive_answer(question: str, passages: list[Passage], *, sentences: int = 3, encoder=None) -> str:
-    """The sentences that best answer `question`, each followed by its [n] citation."""
-    ranked = sentences_rank(question, passages, encoder=encoder)
-    if not ranked:
-        return NO_ANSWER
-    best = ranked[0].score
-    chosen: list[ScoredSentence] = []
-    seen_terms: list[set[str]] = []
-    for candidate in ranked:
-        if len(chosen) >= sentences:
-            break
-        if chosen and candidate.score < 0.6 * best:
-            break  # much weaker than the best: noise, not an answer
-        terms = _terms(candidate.text)
-        if any(len(terms & other) / max(len(terms | other), 1) > 0.8 for other in seen_terms):
-            continue  # near-duplicate (overlapping chunks repeat sentences)
-        chosen.append(candidate)
-        seen_terms.append(terms)
-    parts = []
-    for sentence in chosen:
-        text = sentence.text.rstrip()
-        parts.append(f"{text} [{sentence.n}]")
-    return " ".join(parts)
-
-
+# --- Extractive answers: chat/extractive.py ----------------------------------------------------
 def text_pieces(text: str) -> Iterator[str]:
     """Split an answer into word-sized pieces (each keeps its trailing space) for streaming."""
     yield from re.findall(r"\S+\s*", text)
+
+
+__all__ = ["NO_ANSWER", "CheckedAnswer", "GenerationError", "LanguageModel", "citations_attribute", "citations_check",
+           "extractive_answer", "language_model", "local_model_path", "text_pieces"]

@@ -59,6 +59,11 @@ class Message(models.Model):
     first_token_ms = models.FloatField(null=True, blank=True, help_text="From the question to the first token.")
     total_ms = models.FloatField(null=True, blank=True, help_text="From the question to the full answer.")
     stale = models.BooleanField(default=False, help_text="A cited document changed or was deleted since.")
+    abstained = models.BooleanField(
+        default=False, help_text="No passage answered the question: the answer says so and cites nothing.")
+    related = models.JSONField(
+        default=list, blank=True, help_text="When abstaining: the nearest passages, shown as possibly related.")
+    sources = models.JSONField(default=list, blank=True, help_text="Asked within these source ids (empty: all).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -80,6 +85,9 @@ class Citation(models.Model):
     title = models.CharField(max_length=500, blank=True)
     uri = models.CharField(max_length=2048, blank=True)
     text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True, help_text="The PDF page the passage starts on.")
+    url = models.CharField(max_length=2048, blank=True,
+                           help_text="Where the citation opens: the web page, or the document page.")
 
     class Meta:
         ordering = ["message_id", "n"]
@@ -90,4 +98,4 @@ class Citation(models.Model):
 
     def as_dict(self) -> dict:
         return {"n": self.n, "chunk_id": self.chunk_id, "document_id": self.document_id,
-                "title": self.title, "uri": self.uri, "text": self.text}
+                "title": self.title, "uri": self.uri, "text": self.text, "page": self.page, "url": self.url}

@@ -24,6 +24,8 @@ from typing import Protocol
 import httpx
 from django.conf import settings
 
+from chat.text import Unit
+
 logger = logging.getLogger(__name__)
 
 SYSTEM_INSTRUCTIONS = (
@@ -59,10 +61,16 @@ class Passage:
     uri: str
     text: str
     score: float = 0.0
+    relevance: float = 0.0  # calibrated: does it answer the question (chat/retrieval/answerability.py)
+    page: int | None = None  # a PDF's page the passage starts on
+    url: str = ""  # where its citation opens: the web page, or the document page
+    # The whole units (sentences, headings, list items) of the document that the chunk covers,
+    # in document order, less those an earlier passage of the same answer already holds.
+    units: tuple[Unit, ...] = ()
 
     def as_citation(self) -> dict:
         return {"n": self.n, "chunk_id": self.chunk_id, "document_id": self.document_id,
-                "title": self.title, "uri": self.uri, "text": self.text}
+                "title": self.title, "uri": self.uri, "text": self.text, "page": self.page, "url": self.url}
 
 
 @dataclass(frozen=True)

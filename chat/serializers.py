@@ -41,6 +41,10 @@ class SearchResultOutputSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="The fused (or BM25 / cosine) score; higher is better.")
     highlight = serializers.CharField(
         help_text="The passage's sentences with query terms, HTML-escaped, matches in <mark>.")
+    relevance = serializers.FloatField(
+        help_text="Calibrated probability, 0..1, that the passage answers the query (comparable across queries).")
+    relevant = serializers.BooleanField(
+        help_text="relevance >= CHAT_RELEVANCE_THRESHOLD: a hit, not a near miss; the chat abstains without one.")
 
 
 class SearchOutputSerializer(serializers.Serializer):

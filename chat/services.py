@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from chat.extractive import abstention_text, model_declined
 from chat.generation import (
     CheckedAnswer,
     GenerationError,
@@ -28,13 +29,15 @@ from chat.generation import (
     text_pieces,
 )
 from chat.models import Citation, Conversation, Message
+from chat.passages import passages_from_hits
 from chat.prompting import Passage, Prompt, Turn, prompt_build, token_counter
-from chat.retrieval import retrieve
+from chat.retrieval import retrieval_run
+from chat.retrieval.answerability import relevance_threshold
 from chat.selectors import Asker, conversation_for, conversation_turns
 from config.exceptions import ApplicationError
-from ingestion.models import Chunk, Document
+from ingestion.models import Chunk
 from ingestion.search_index import AccessFilter
-from ingestion.selectors import access_for_user
+from ingestion.selectors import access_for_user, sources_visible_to
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ class ChatError(ApplicationError):
 
 
 class ConversationNotFound(ChatError):
+    status = 404
+
+
+class SourceNotFound(ChatError):
     status = 404
 
 
@@ -70,6 +77,9 @@ class AnswerPlan:
     mode: str = Message.Mode.EXTRACTIVE
     notice: str = ""  # why a generative answer fell back to an extractive one
     first_token_ms: float | None = None
+    sources: list[int] = field(default_factory=list)  # asked within these sources only (empty: all)
+    abstained: bool = False  # no passage answers: the answer says so and cites nothing
+    related: list[Passage] = field(default_factory=list)  # the nearest passages, "possibly related"
 
 
 def question_clean(text: object) -> str:
@@ -86,10 +96,24 @@ def question_clean(text: object) -> str:
     return question
 
 
+def sources_clean(*, asker: Asker, sources: list[int] | None) -> tuple[int, ...] | None:
+    """The sources to ask within: None for every source the asker may see; each named one must
+    be one they may see now (else 404, the same answer as for one that does not exist)."""
+    if not sources:
+        return None
+    wanted = tuple(dict.fromkeys(int(s) for s in sources))
+    visible = set(sources_visible_to(asker.user).filter(pk__in=wanted).values_list("pk", flat=True))
+    missing = [s for s in wanted if s not in visible]
+    if missing:
+        raise SourceNotFound(f"No source {missing[0]} among the sources you may see; pick one of yours.")
+    return wanted
+
+
 def answer_plan(*, asker: Asker, question: str, conversation_id: int | None,
-                started: float | None = None) -> AnswerPlan:
-    """Check the question and the conversation, retrieve the passages the asker may see and
-    build the prompt. Blocking (database, embedding model, search index, tokenizer)."""
+                started: float | None = None, sources: list[int] | None = None) -> AnswerPlan:
+    """Check the question and the conversation, retrieve the passages the asker may see (within
+    `sources` when given), decide whether they answer the question at all, and build the prompt.
+    Blocking (database, embedding model, search index, tokenizer)."""
     started = time.perf_counter() if started is None else started
     question = question_clean(question)
     turns: list[Turn] = []
@@ -98,20 +122,23 @@ def answer_plan(*, asker: Asker, question: str, conversation_id: int | None,
         if conversation is None:
             raise ConversationNotFound(f"No conversation {conversation_id} among yours; start a new one (null).")
         turns = conversation_turns(conversation, limit=settings.CHAT_HISTORY_TURNS)
+    access = access_for_user(asker.user)
+    chosen = sources_clean(asker=asker, sources=sources)
+    if chosen is not None:
+        access = replace(access, source_ids=chosen)
     plan = AnswerPlan(asker=asker, question=question, conversation_id=conversation_id, started=started,
-                      access=access_for_user(asker.user), turns=turns)
-    hits = retrieve(question, access=plan.access, k=2 * settings.CHAT_PASSAGES)
-    # A deleted document's chunks leave the index a moment after its row leaves the database:
-    # never cite a document that no longer exists.
-    existing = set(Document.objects.filter(pk__in={h.document_id for h in hits}).values_list("pk", flat=True))
-    hits = [h for h in hits if h.document_id in existing][: settings.CHAT_PASSAGES]
-    plan.passages = [
-        Passage(n=n, chunk_id=h.chunk_id, document_id=h.document_id, title=h.title, uri=h.uri, text=h.text,
-                score=h.score)
-        for n, h in enumerate(hits, start=1)
-    ]
+                      access=access, turns=turns, sources=list(chosen or ()))
+    found = retrieval_run(question, access=plan.access, k=2 * settings.CHAT_PASSAGES)
+    passages = passages_from_hits(found.hits, relevance=found.relevance)[: settings.CHAT_PASSAGES]
     plan.retrieval_ms = (time.perf_counter() - started) * 1000
-    plan.model = language_model()
+    threshold = relevance_threshold()
+    if not any(p.relevance >= threshold for p in passages):
+        # Nothing retrieved answers the question: say so, cite nothing, show the nearest passages.
+        plan.abstained = True
+        plan.related = passages[: settings.CHAT_RELATED_PASSAGES]
+    else:
+        plan.passages = passages
+        plan.model = language_model()
     if plan.model is not None:
         plan.mode = Message.Mode.GENERATIVE
         try:
@@ -125,8 +152,8 @@ def answer_plan(*, asker: Asker, question: str, conversation_id: int | None,
     by_chunk = {p.chunk_id: p.n for p in plan.passages}
     plan.retrieved = [
         {"chunk_id": h.chunk_id, "document_id": h.document_id, "score": round(h.score, 6),
-         "n": by_chunk.get(h.chunk_id)}
-        for h in hits
+         "relevance": round(r, 4), "n": by_chunk.get(h.chunk_id)}
+        for h, r in zip(found.hits, found.relevance, strict=True)
     ]
     return plan
 
@@ -138,6 +165,12 @@ def answer_pieces(plan: AnswerPlan) -> Iterator[str]:
     `plan.notice` says so); one that fails midway raises GenerationError, since what was already
     streamed cannot be taken back.
     """
+    if plan.abstained:
+        for piece in text_pieces(abstention_text(plan.question)):
+            if plan.first_token_ms is None:
+                plan.first_token_ms = (time.perf_counter() - plan.started) * 1000
+            yield piece
+        return
     if plan.model is not None and plan.prompt is not None:
         stream = plan.model.stream(plan.prompt.messages, max_tokens=settings.LLM_MAX_TOKENS)
         try:
@@ -177,8 +210,15 @@ def answer_save(plan: AnswerPlan, *, text: str, error: str = "") -> Message:
             title=" ".join(plan.question.split())[:200],
         )
     checked = citations_check(text, plan.passages)
+    if (plan.mode == Message.Mode.GENERATIVE and not error and not plan.abstained
+            and model_declined(checked.text) and len(checked.cited) <= 1):
+        # The model says the passages do not answer: abstain like the extractive answer does.
+        plan.abstained = True
+        plan.related = plan.passages[: settings.CHAT_RELATED_PASSAGES]
+        checked = CheckedAnswer(text=abstention_text(plan.question), cited=[], invalid=checked.invalid)
     inferred = False
-    if plan.mode == Message.Mode.GENERATIVE and not error and not checked.cited and plan.passages:
+    if plan.mode == Message.Mode.GENERATIVE and not error and not checked.cited and plan.passages \
+            and not plan.abstained:
         # The model gave no usable [n]: cite what its sentences demonstrably repeat, never guess.
         attributed = citations_check(citations_attribute(checked.text, plan.passages), plan.passages)
         inferred = bool(attributed.cited)
@@ -197,6 +237,9 @@ def answer_save(plan: AnswerPlan, *, text: str, error: str = "") -> Message:
         model_name=plan.model.model if plan.model and plan.mode == Message.Mode.GENERATIVE else "extractive",
         invalid_citations=checked.invalid,
         citations_inferred=inferred,
+        abstained=plan.abstained,
+        related=[p.as_citation() for p in plan.related],
+        sources=plan.sources,
         retrieval_ms=round(plan.retrieval_ms, 2),
         first_token_ms=round(plan.first_token_ms, 2) if plan.first_token_ms is not None else None,
         total_ms=round((time.perf_counter() - plan.started) * 1000, 2),
@@ -204,16 +247,18 @@ def answer_save(plan: AnswerPlan, *, text: str, error: str = "") -> Message:
     by_number = {p.n: p for p in plan.passages}
     Citation.objects.bulk_create([
         Citation(message=message, n=n, chunk_id=by_number[n].chunk_id, document_id=by_number[n].document_id,
-                 title=by_number[n].title[:500], uri=by_number[n].uri[:2048], text=by_number[n].text)
+                 title=by_number[n].title[:500], uri=by_number[n].uri[:2048], text=by_number[n].text,
+                 page=by_number[n].page, url=by_number[n].url[:2048])
         for n in checked.cited
     ])
     conversation.save(update_fields=["updated_at"])
     return message
 
 
-def answer_ask(*, asker: Asker, question: str, conversation_id: int | None = None) -> Message:
+def answer_ask(*, asker: Asker, question: str, conversation_id: int | None = None,
+               sources: list[int] | None = None) -> Message:
     """Answer in one call (the REST API): the same steps as the socket, without streaming."""
-    plan = answer_plan(asker=asker, question=question, conversation_id=conversation_id)
+    plan = answer_plan(asker=asker, question=question, conversation_id=conversation_id, sources=sources)
     pieces: list[str] = []
     try:
         for piece in answer_pieces(plan):

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from chat.apis.chat import AnswerOutputSerializer
 from chat.selectors import Asker, conversation_for, conversations_for, thread_messages
 from feedback.models import Feedback
+from ingestion.selectors import sources_visible_to
 
 
 def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
@@ -39,6 +40,8 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             thread.append(data)
     return render(request, "chat/chat.html", {
         "conversations": conversations_for(asker)[:100],
+        # The sources the user may ask within (the picker); none ticked asks all of them.
+        "sources": sources_visible_to(request.user).order_by("name").only("pk", "name")[:200],
         "conversation": conversation,
         "thread": thread,
         "chat_config": {

@@ -8,16 +8,26 @@ applies the feedback boost (`ranking.apply_feedback`). The modules:
 - `ranking`: the fusions and the feedback boost, parameters from settings;
 - `query_embedding`: the query's vector, cached and batched across concurrent queries;
 - `highlighting`: the passage sentences that contain the query's terms, marked;
-- `selectors`: `retrieve`, and `search_for_user` for the REST endpoint.
+- `answerability`: the evidence that a passage answers the question, as a calibrated relevance;
+- `selectors`: `retrieve` / `retrieval_run`, and `search_for_user` for the REST endpoint.
 """
 
 from chat.retrieval.highlighting import highlight, query_terms
 from chat.retrieval.query_embedding import QueryBatcher, query_vector
 from chat.retrieval.ranking import FUSION_METHODS, Fusion, apply_feedback, default_fusion, fuse
-from chat.retrieval.selectors import MODES, Mode, SearchResult, SourceNotVisible, retrieve, search_for_user
+from chat.retrieval.selectors import (
+    MODES,
+    Mode,
+    Retrieval,
+    SearchResult,
+    SourceNotVisible,
+    retrieval_run,
+    retrieve,
+    search_for_user,
+)
 
 __all__ = [
-    "FUSION_METHODS", "MODES", "Fusion", "Mode", "QueryBatcher", "SearchResult", "SourceNotVisible",
-    "apply_feedback", "default_fusion", "fuse", "highlight", "query_terms", "query_vector", "retrieve",
+    "FUSION_METHODS", "MODES", "Fusion", "Mode", "QueryBatcher", "Retrieval", "SearchResult", "SourceNotVisible",
+    "apply_feedback", "default_fusion", "fuse", "highlight", "query_terms", "query_vector", "retrieval_run", "retrieve",
     "search_for_user",
 ]

@@ -7,7 +7,7 @@ import threading
 
 from django.conf import settings
 
-from ingestion.embedding import VectorCache, embedder
+from ingestion.embedding import VectorCache, embedder, index_model_check
 
 
 class QueryBatcher:
@@ -56,6 +56,7 @@ def query_vector(query: str) -> list[float]:
     """The query's embedding: from a per-process LRU of the last SEARCH_QUERY_CACHE_SIZE queries
     (people ask the same things again: a retried chat question, a popular search), else encoded.
     Vectors depend on the query text and the model only, so the cache never needs invalidating."""
+    index_model_check()  # a query vector of another model than the index's would match nothing
     size = settings.SEARCH_QUERY_CACHE_SIZE
     if size and (held := query_cache.get_many([query])):
         return held[query]

@@ -4,9 +4,18 @@ serves (`search_for_user`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from chat.retrieval.answerability import (
+    Evidence,
+    content_terms,
+    median,
+    off_topic,
+    relevance,
+    relevance_threshold,
+    term_overlap,
+)
 from chat.retrieval.highlighting import highlight, query_terms
 from chat.retrieval.query_embedding import query_vector
 from chat.retrieval.ranking import Fusion, apply_feedback, default_fusion, fuse
@@ -22,6 +31,24 @@ MODES: tuple[str, ...] = ("hybrid", "bm25", "knn")
 _bm25_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bm25")
 
 
+@dataclass
+class Retrieval:
+    """What `retrieval_run` found: the hits, best first, and for each the evidence that it
+    answers the question and its calibrated relevance (chat/retrieval/answerability.py)."""
+
+    hits: list[SearchHit]
+    evidence: list[Evidence] = field(default_factory=list)
+    relevance: list[float] = field(default_factory=list)
+
+    def relevant(self, threshold: float | None = None) -> list[bool]:
+        cut = relevance_threshold() if threshold is None else threshold
+        return [score >= cut for score in self.relevance]
+
+    @property
+    def best_relevance(self) -> float:
+        return max(self.relevance, default=0.0)
+
+
 def retrieve(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hybrid",
              fusion: Fusion | None = None) -> list[SearchHit]:
     """The top `k` chunks for `query` that `access` may see, best first.
@@ -29,20 +56,30 @@ def retrieve(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hyb
     Every mode passes `access` to the index itself (a prefilter), so a chunk the caller may not
     see is never a candidate, whatever its score.
     """
+    return retrieval_run(query, access=access, k=k, mode=mode, fusion=fusion, evidence=False).hits
+
+
+def retrieval_run(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hybrid",
+                  fusion: Fusion | None = None, evidence: bool = True) -> Retrieval:
+    """`retrieve`, and with `evidence` each hit's answerability evidence and relevance. Evidence
+    needs both lists, so in bm25 or knn mode the other one is fetched too (the ranking is the
+    mode's own)."""
     query = query.strip()
     if not query or k < 1:
-        return []
+        return Retrieval(hits=[])
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; use one of {', '.join(MODES)}.")
     fusion = fusion or default_fusion()
     index = search_index()
     depth = max(k, fusion.candidates)
     vector = None
-    if mode == "bm25":
-        hits = index.bm25(query, k=depth, access=access)
-    elif mode == "knn":
+    bm25_hits: list[SearchHit] | None = None
+    semantic: list[SearchHit] | None = None
+    if mode == "bm25" and not evidence:
+        hits = bm25_hits = index.bm25(query, k=depth, access=access)
+    elif mode == "knn" and not evidence:
         vector = query_vector(query)
-        hits = index.knn(vector, k=depth, access=access)
+        hits = semantic = index.knn(vector, k=depth, access=access)
     else:
         lexical = _bm25_pool.submit(index.bm25, query, k=depth, access=access)
         try:
@@ -50,13 +87,43 @@ def retrieve(query: str, *, access: AccessFilter, k: int = 10, mode: Mode = "hyb
             semantic = index.knn(vector, k=depth, access=access)
         finally:
             bm25_hits = lexical.result()
-        hits = fuse({"bm25": bm25_hits, "knn": semantic}, fusion=fusion)
+        if mode == "bm25":
+            hits = [replace(h, ranks={"bm25": rank}) for rank, h in enumerate(bm25_hits, start=1)]
+        elif mode == "knn":
+            hits = [replace(h, ranks={"knn": rank}) for rank, h in enumerate(semantic, start=1)]
+        else:
+            hits = fuse({"bm25": bm25_hits, "knn": semantic}, fusion=fusion)
     question = None
     if fusion.context_weight and any(hit.feedback_profile for hit in hits):
         question = unit_vector(vector if vector is not None else query_vector(query))
-    return apply_feedback(hits, weight=fusion.feedback_weight, context_weight=fusion.context_weight,
+    hits = apply_feedback(hits, weight=fusion.feedback_weight, context_weight=fusion.context_weight,
                           question=question, context_threshold=fusion.context_threshold,
                           context_prior=fusion.context_prior)[:k]
+    if not evidence:
+        return Retrieval(hits=hits)
+    found = evidence_for(query, hits, bm25_hits=bm25_hits or [], knn_hits=semantic or [])
+    if off_topic(max((h.score for h in semantic or []), default=0.0)):
+        return Retrieval(hits=hits, evidence=found, relevance=[0.0] * len(found))
+    return Retrieval(hits=hits, evidence=found, relevance=[relevance(e) for e in found])
+
+
+def evidence_for(query: str, hits: list[SearchHit], *, bm25_hits: list[SearchHit],
+                 knn_hits: list[SearchHit]) -> list[Evidence]:
+    """Each hit's answerability evidence, from the two candidate lists it was fused from."""
+    cosines = {h.chunk_id: h.score for h in knn_hits}
+    floor = min(cosines.values(), default=0.0)
+    middle = median(list(cosines.values())[:10])
+    lexical = {h.chunk_id for h in bm25_hits}
+    terms = content_terms(query)
+    found = []
+    for hit in hits:
+        cosine = cosines.get(hit.chunk_id, floor)
+        found.append(Evidence(
+            cosine=cosine, lead=cosine - middle,
+            overlap=term_overlap(terms, f"{hit.title} {hit.text}"),
+            both=1.0 if hit.chunk_id in cosines and hit.chunk_id in lexical else 0.0,
+        ))
+    return found
 
 
 @dataclass(frozen=True)
@@ -70,6 +137,8 @@ class SearchResult:
     uri: str
     score: float
     highlight: str
+    relevance: float = 0.0
+    relevant: bool = False
 
 
 class SourceNotVisible(ApplicationError):
@@ -91,14 +160,16 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
             raise SourceNotVisible(
                 f"No source {source_id} among the sources you may see; list them at /api/sources/.")
         access = replace(access, source_ids=(source_id,))
-    hits = retrieve(query, access=access, k=k, mode=mode)
+    found = retrieval_run(query, access=access, k=k, mode=mode)
     terms = query_terms(query)
-    names = dict(Source.objects.filter(pk__in={hit.source_id for hit in hits}).values_list("pk", "name"))
+    names = dict(Source.objects.filter(pk__in={hit.source_id for hit in found.hits}).values_list("pk", "name"))
+    threshold = relevance_threshold()
     return [
         SearchResult(
             chunk_id=hit.chunk_id, document_id=hit.document_id, source_id=hit.source_id,
             source=names.get(hit.source_id, ""), title=hit.title, text=hit.text, uri=hit.uri,
-            score=hit.score, highlight=highlight(hit.text, terms),
+            score=hit.score, highlight=highlight(hit.text, terms), relevance=round(score, 4),
+            relevant=score >= threshold,
         )
-        for hit in hits
+        for hit, score in zip(found.hits, found.relevance, strict=True)
     ]

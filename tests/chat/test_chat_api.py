@@ -27,7 +27,8 @@ def test_it_answers_with_citations_and_continues_a_conversation(corpus):
     body = response.json()
     assert "forty-two kilometres" in body["text"] and body["mode"] == "extractive"
     assert body["citations"] and corpus.public[0].pk in {c["document_id"] for c in body["citations"]}
-    assert set(body["citations"][0]) == {"n", "chunk_id", "document_id", "title", "uri", "text"}
+    assert set(body["citations"][0]) == {"n", "chunk_id", "document_id", "title", "uri", "text", "page", "url"}
+    assert body["abstained"] is False and body["related"] == [] and body["sources"] == []
     assert body["total_ms"] >= body["first_token_ms"] > 0
 
     follow_up = client.post("/api/chat/", {"question": f"And the Zephyrine {corpus.marker} budget?",

@@ -330,3 +330,23 @@ def test_the_chat_socket_answers_with_smollm2_over_indexed_passages(corpus, smol
     assert message.prompt[0]["role"] == "system" and "<passages>" in message.prompt[-1]["content"]
     assert f"Aurora glacier {corpus.marker}" in message.prompt[-1]["content"]
     assert message.prompt_tokens and message.first_token_ms <= message.total_ms
+
+
+@pytest.mark.worker
+def test_with_smollm2_off_topic_questions_abstain_and_on_topic_ones_answer(corpus, smollm2):
+    from tests.conftest import client_for
+
+    client = client_for(corpus.member)
+    token_counter_reset()
+    try:
+        with override_settings(LLM_BASE_URL=smollm2, LLM_MODEL="smollm2", LLM_MAX_TOKENS=64, LLM_TEMPERATURE=0.0):
+            off = client.post("/api/chat/", {"question": "What is the capital of Peru?"}, format="json").json()
+            on = client.post("/api/chat/", {"question": f"How long is the Aurora glacier {corpus.marker}?"},
+                             format="json").json()
+    finally:
+        token_counter_reset()
+    assert off["abstained"] is True and off["citations"] == [], off
+    assert off["text"].startswith("Your sources say nothing about")
+    assert on["abstained"] is False and on["mode"] == "generative" and on["model"] == "smollm2", on
+    message = Message.objects.get(pk=on["message_id"])
+    assert corpus.public[0].pk in {r["document_id"] for r in message.retrieved if r["n"] is not None}

@@ -102,7 +102,8 @@ def test_results_have_the_documented_shape_and_a_safe_highlight(worker):
     assert len(body["results"]) == 1
     result = body["results"][0]
     assert set(result) == {"chunk_id", "document_id", "source_id", "source", "title", "text", "uri", "score",
-                           "highlight"}
+                           "highlight", "relevance", "relevant"}
+    assert result["relevant"] is True and 0 < result["relevance"] <= 1
     assert result == {
         **result,
         "chunk_id": f"{document.pk}-0", "document_id": document.pk, "source_id": source.pk,

@@ -1,5 +1,6 @@
 """The chat page in a real browser: Debian's Chromium driven by Playwright, against a real daphne
-server and Celery worker: sign in, ask, watch the answer stream in, open a citation, vote."""
+server and Celery worker: sign in, ask, watch the answer stream in, open a citation and its document
+page, vote down with a comment."""
 
 from __future__ import annotations
 
@@ -111,11 +112,38 @@ def test_sign_in_ask_read_the_citation_and_vote(corpus, daphne_server):  # noqa:
         assert source.get_attribute("open") is not None
         assert source.locator(".passage").is_visible() and source.locator(".passage").inner_text().strip()
         link = page.locator(f".source[data-chunk-id^='{glacier.pk}-'] a.source-title").first
-        assert link.get_attribute("href") == glacier.uri and link.inner_text() == glacier.title
+        href = link.get_attribute("href")
+        assert href.startswith(f"/documents/{glacier.pk}/?passage={glacier.pk}-") and link.inner_text() == glacier.title
 
         page.click(".answer-actions .vote-down")
         page.wait_for_selector(".answer-actions .vote-down[aria-pressed='true']")
         page.wait_for_selector(".reasons .chip")  # what was wrong? (optional follow-up)
+        # A thumbs-down can say why: the comment is stored with the vote.
+        page.click(".reasons .chip[data-reason='incomplete']")
+        page.fill(".comment-box[data-target='answer'] textarea", "It should also say how thick the ice is.")
+        page.click(".comment-box[data-target='answer'] .comment-send")
+        page.wait_for_selector(".comment-box[data-target='answer'][data-sent='true']")
+        # ... and so can one on a citation.
+        page.locator(".sources li .vote-down").first.click()
+        citation_box = page.locator(".sources .comment-box textarea").first
+        citation_box.fill("This passage is about another glacier.")
+        page.locator(".sources .comment-box .comment-send").first.click()
+        page.wait_for_selector(".sources .comment-box[data-sent='true']")
+
+        # The citation's document page: the passage highlighted and scrolled into view, the original
+        # to download; then back to the conversation.
+        chat_url = page.url
+        page.goto(f"{daphne_server}{href}")
+        mark = page.locator("mark#passage")
+        assert "forty-two kilometres" in mark.inner_text()
+        page.wait_for_timeout(300)
+        box = mark.bounding_box()
+        assert box is not None and 0 <= box["y"] < 800  # in view
+        assert page.locator("h1.document-title").inner_text() == glacier.title
+        assert page.locator("#download").get_attribute("href") == f"/documents/{glacier.pk}/download/"
+        page.screenshot(path=str(ARTIFACTS / "document-page.png"), full_page=True)
+        page.goto(chat_url)
+        page.wait_for_selector("#composer[data-connected='true']")
 
         page.screenshot(path=str(ARTIFACTS / "chat-laptop.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
@@ -146,3 +174,6 @@ def test_sign_in_ask_read_the_citation_and_vote(corpus, daphne_server):  # noqa:
     vote = wait_for(lambda: Feedback.objects.filter(user=user, message_id=message_id, chunk_id="").first(),
                     timeout=10, message="the vote to be stored")
     assert vote.rating == -1
+    assert vote.comment == "It should also say how thick the ice is." and vote.reason == "incomplete"
+    on_citation = Feedback.objects.filter(user=user, message_id=message_id).exclude(chunk_id="").get()
+    assert on_citation.rating == -1 and on_citation.comment == "This passage is about another glacier."

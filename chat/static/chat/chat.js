@@ -78,6 +78,7 @@
       button.addEventListener("click", function () {
         sendFeedback({message_id: messageId, rating: spec[0], chunk_id: chunkId || null});
         if (!chunkId && spec[0] === -1) showReasons(messageId);
+        if (spec[0] === -1) showComment(messageId, chunkId, chunkId ? group : exchangeFor(messageId).querySelector(".reasons") || group);
       });
       group.appendChild(button);
     });
@@ -94,7 +95,9 @@
     REASONS.forEach(function (reason) {
       var chip = el("button", {type: "button", "class": "chip", "data-reason": reason[0], text: reason[1]});
       chip.addEventListener("click", function () {
-        sendFeedback({message_id: messageId, rating: -1, reason: reason[0]});
+        var written = root.querySelector('.comment-box[data-target="answer"] textarea');
+        sendFeedback({message_id: messageId, rating: -1, reason: reason[0],
+                      comment: written && written.value.trim() ? written.value.trim() : null});
         row.querySelectorAll(".chip").forEach(function (c) { c.setAttribute("aria-pressed", c === chip ? "true" : "false"); });
       });
       row.appendChild(chip);
@@ -105,14 +108,9 @@
   function renderSources(messageId, citations, votes) {
     var list = el("ol", {"class": "sources", "aria-label": "Sources"});
     citations.forEach(function (c) {
-      var title = c.title || ("Document " + c.document_id);
-      // Only web addresses become links: a document's uri is data from its source, and a
-      // "javascript:" one must never run in the reader's session.
-      var heading = /^https?:\/\//i.test(c.uri || "")
-        ? el("a", {href: c.uri, target: "_blank", rel: "noopener noreferrer", "class": "source-title", text: title})
-        : el("span", {"class": "source-title", text: title});
       var details = el("details", {"class": "source", id: "source-" + messageId + "-" + c.n, "data-chunk-id": c.chunk_id}, [
-        el("summary", {}, [el("span", {"class": "source-number", text: String(c.n)}), heading]),
+        el("summary", {}, [el("span", {"class": "source-number", text: String(c.n)}), sourceLink(c),
+                           c.page ? el("span", {"class": "source-page", text: "page " + c.page}) : null]),
         el("blockquote", {"class": "passage", text: c.text})
       ]);
       var item = el("li", {"data-n": c.n}, [details]);
@@ -120,6 +118,57 @@
       list.appendChild(item);
     });
     return list;
+  }
+
+  // Where a citation opens: a web source's page, or Freshet's document page with the passage
+  // highlighted. Only those two kinds of address become links: a document's uri is data from its
+  // source, and a "javascript:" one must never run in the reader's session.
+  function sourceLink(c) {
+    var title = c.title || ("Document " + c.document_id);
+    var url = c.url || "";
+    if (/^https?:\/\//i.test(url)) {
+      return el("a", {href: url, target: "_blank", rel: "noopener noreferrer", "class": "source-title", text: title});
+    }
+    if (/^\/documents\/\d+\//.test(url)) return el("a", {href: url, "class": "source-title", text: title});
+    return el("span", {"class": "source-title", text: title});
+  }
+
+  function renderRelated(related) {
+    var list = el("ol", {"class": "related", "aria-label": "Possibly related"});
+    related.forEach(function (c) {
+      list.appendChild(el("li", {}, [sourceLink(c),
+        c.page ? el("span", {"class": "source-page", text: "page " + c.page}) : null,
+        el("blockquote", {"class": "passage", text: c.text})]));
+    });
+    return list;
+  }
+
+  // A thumbs-down can say why: a comment, stored with the vote, that reviewers turn into an
+  // evaluation case.
+  function showComment(messageId, chunkId, anchor) {
+    var root = exchangeFor(messageId);
+    if (!root) return;
+    var key = chunkId || "answer";
+    var box = root.querySelector('.comment-box[data-target="' + key + '"]');
+    if (box) { box.hidden = false; box.querySelector("textarea").focus(); return; }
+    var area = el("textarea", {maxlength: 2000, "aria-label": "What was wrong?",
+                               placeholder: "What was wrong, or what should it have said? (optional)"});
+    var sendIt = el("button", {type: "button", "class": "secondary comment-send", text: "Send"});
+    var status = el("span", {"class": "muted comment-status", role: "status"});
+    box = el("div", {"class": "comment-box", "data-target": key},
+             [area, el("div", {"class": "row"}, [sendIt, status])]);
+    sendIt.addEventListener("click", function () {
+      var comment = area.value.trim();
+      if (!comment) { area.focus(); return; }
+      var reason = root.querySelector('.reasons .chip[aria-pressed="true"]');
+      if (sendFeedback({message_id: messageId, rating: -1, chunk_id: chunkId || null, comment: comment,
+                        reason: !chunkId && reason ? reason.dataset.reason : null})) {
+        box.dataset.sent = "pending";
+        status.textContent = "Sending…";
+      }
+    });
+    anchor.after(box);
+    area.focus();
   }
 
   function exchangeFor(messageId) {
@@ -157,6 +206,13 @@
     if (data.citations_inferred) {
       answer.appendChild(el("p", {"class": "muted inferred",
         text: "The model cited no passage; Freshet matched its sentences to the passages they repeat."}));
+    }
+    if (data.abstained) {
+      root.classList.add("abstained");
+      if (data.related && data.related.length) {
+        answer.appendChild(el("p", {"class": "muted related-heading", text: "Possibly related:"}));
+        answer.appendChild(renderRelated(data.related));
+      }
     }
     var actions = el("div", {"class": "answer-actions"});
     if (config.canVote) actions.appendChild(voteButtons(data.message_id, null, data.votes, "answer"));
@@ -252,6 +308,12 @@
                                 (message.chunk_id || "") + '"]').forEach(function (button) {
           button.setAttribute("aria-pressed", String(Number(button.dataset.rating) === message.rating));
         });
+        var box = exchangeFor(message.message_id);
+        box = box && box.querySelector('.comment-box[data-target="' + (message.chunk_id || "answer") + '"]');
+        if (box && box.dataset.sent === "pending" && message.comment) {
+          box.dataset.sent = "true";
+          box.querySelector(".comment-status").textContent = "Thanks: your comment was saved with the vote.";
+        }
         setStatus("Thanks, your vote was recorded.");
         break;
       case "stale":
@@ -281,7 +343,13 @@
 
   function sendFeedback(payload) {
     payload.type = "feedback";
-    send(payload);
+    return send(payload);
+  }
+
+  // The sources asked within: the boxes ticked in the picker (none ticked: all of them).
+  function chosenSources() {
+    var boxes = document.querySelectorAll("#source-picker input[type=checkbox]:checked");
+    return Array.prototype.map.call(boxes, function (box) { return Number(box.value); });
   }
 
   function busy(on) {
@@ -296,7 +364,8 @@
       setStatus("The question is too long (" + question.length + " of " + config.maxQuestionChars + " characters).", true);
       return;
     }
-    if (!send({type: "question", text: question, conversation: conversation})) return;
+    var sources = chosenSources();
+    if (!send({type: "question", text: question, conversation: conversation, sources: sources.length ? sources : null})) return;
     setStatus("");
     pending = newExchange(question);
     busy(true);
@@ -333,6 +402,16 @@
     if (document.body.classList.contains("sidebar-open")) { event.preventDefault(); event.stopPropagation(); sidebar(false); }
   }, true);
   document.addEventListener("keydown", function (event) { if (event.key === "Escape") sidebar(false); });
+
+  var picker = document.getElementById("source-picker");
+  if (picker) {
+    picker.addEventListener("change", function () {
+      var names = Array.prototype.map.call(picker.querySelectorAll("input:checked"), function (box) {
+        return box.parentNode.textContent.trim();
+      });
+      document.getElementById("source-picker-summary").textContent = names.length ? names.join(", ") : "all your sources";
+    });
+  }
 
   // --- Start --------------------------------------------------------------------------------
   initialThread.forEach(function (data) {
