@@ -56,7 +56,8 @@ def main() -> None:
                  .values_list("text", flat=True))
     documents, chunks = len(corpus), len(texts)
     print(f"SciFact: {documents} documents, {chunks} chunks, {failed} failed "
-          f"(worker concurrency {args.concurrency})")
+          f"(worker concurrency {args.concurrency}, encoder {embedder().backend}: EMBEDDING_BACKEND, the same "
+          f"for the worker and the bare encode below)")
     print(f"  pipeline: {pipeline:7.1f} s  {documents / pipeline:6.1f} documents/s  {chunks / pipeline:6.1f} chunks/s"
           f"  (ingest calls took {ingested:.1f} s)")
     if args.pipeline_only:

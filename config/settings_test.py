@@ -14,6 +14,9 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/freshet")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("FRESHET_VAR_DIR", tempfile.mkdtemp(prefix="freshet-test-"))
+# Exported encoder graphs are keyed by the weights' hash (ingestion/encoders.py), so runs can share
+# them: each run would otherwise export and quantise the model again (~20 s).
+os.environ.setdefault("EMBEDDING_EXPORT_DIR", os.path.join(tempfile.gettempdir(), "freshet-test-encoders"))
 
 from config.settings import *  # noqa: E402,F403
 

