@@ -7,6 +7,9 @@ malformed value stops start-up with a SettingsError naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -47,13 +50,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_celery_beat",
     "events",
     "ingestion",
     "chat",
     "feedback",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
+    "dashboard.metrics.middleware.RequestTimingMiddleware",  # request latency for /metrics
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -98,11 +104,21 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_ROOT = Path(env_str("FRESHET_MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
+# https://docs.djangoproject.com/en/5.2/topics/logging/  https://nhairs.github.io/python-json-logger/
+# LOG_FORMAT=json: one JSON object a line, with the event id and document id of the delivery being
+# handled where there is one (config/logs.py); plain: for people.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise SettingsError(f"LOG_FORMAT={LOG_FORMAT!r} must be plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "config.logs.LogContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
@@ -269,6 +285,20 @@ EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
 # config/celery_app.py), so the first question or document after a start waits for no load.
 FRESHET_WARM_UP = env_bool("FRESHET_WARM_UP", True)
 
+# --- Encoder backends (issue 17) --------------------------------------------------------------
+# https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
+# https://docs.openvino.ai/2025/openvino-workflow/running-inference.html
+# The runtime of the embedding model (ingestion/encoders.py): torch (fp32), torch-bf16, openvino,
+# onnx-int8 (other vectors: a model change, rebuild the index), or auto (the fastest that keeps
+# fp32's vectors on this CPU). Exported graphs are cached in EMBEDDING_EXPORT_DIR by weights hash.
+EMBEDDING_BACKEND = env_str("EMBEDDING_BACKEND", "auto").strip().lower()
+if EMBEDDING_BACKEND not in ("auto", "torch", "torch-bf16", "openvino", "onnx-int8"):
+    raise SettingsError(f"EMBEDDING_BACKEND={EMBEDDING_BACKEND!r}: use auto, torch, torch-bf16, openvino or onnx-int8.")
+EMBEDDING_EXPORT_DIR = Path(env_str("EMBEDDING_EXPORT_DIR", str(VAR_DIR / "encoders")))
+# LanceDB: kNN by one matrix product over the table's vectors held in memory, for tables up to
+# this many rows (ingestion/search_index/lancedb_vectors.py); 0: always LanceDB's own search.
+SEARCH_INDEX_MEMORY_KNN_ROWS = env_int("SEARCH_INDEX_MEMORY_KNN_ROWS", 100_000, minimum=0)
+
 # --- Ingestion ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/#file-upload-max-memory-size
 CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 200, minimum=16)
@@ -282,6 +312,77 @@ UPLOAD_ALLOWED_TYPES = env_list("UPLOAD_ALLOWED_TYPES", [
 BULK_UPLOAD_MAX_FILES = env_int("BULK_UPLOAD_MAX_FILES", 20, minimum=1)
 MAX_BULK_UPLOAD_BYTES = env_int("MAX_BULK_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
 
+# --- Reliability: parser limits, redeliveries (ingestion/parse_limits.py, events/tasks.py) -----
+# https://docs.python.org/3/library/resource.html#resource.RLIMIT_AS
+# One document's parse: a file past any of these fails alone, with the reason; the worker goes on.
+PARSE_TIME_LIMIT_SECONDS = env_float("PARSE_TIME_LIMIT_SECONDS", 60.0)
+if not 0 <= PARSE_TIME_LIMIT_SECONDS < PIPELINE_TIME_LIMITS["parse"][0]:
+    raise SettingsError(f"PARSE_TIME_LIMIT_SECONDS={PARSE_TIME_LIMIT_SECONDS:g} must be from 0 (none) up to below the "
+                        f"parse queue's soft time limit ({PIPELINE_TIME_LIMITS['parse'][0]:g} s), or the task's "
+                        "limit cuts the parse first, without the reason.")
+PARSE_MEMORY_LIMIT_MB = env_int("PARSE_MEMORY_LIMIT_MB", 1024, minimum=0)  # address-space growth; 0: none
+PARSE_MAX_TEXT_CHARACTERS = env_int("PARSE_MAX_TEXT_CHARACTERS", 10_000_000, minimum=1)
+PARSE_MAX_PDF_PAGES = env_int("PARSE_MAX_PDF_PAGES", 2000, minimum=1)
+# Archives (a DOCX is a zip), checked before anything opens them.
+PARSE_MAX_UNCOMPRESSED_BYTES = env_int("PARSE_MAX_UNCOMPRESSED_BYTES", 200 * 1024 * 1024, minimum=1)
+PARSE_MAX_COMPRESSION_RATIO = env_int("PARSE_MAX_COMPRESSION_RATIO", 100, minimum=1)
+PARSE_MAX_ARCHIVE_MEMBERS = env_int("PARSE_MAX_ARCHIVE_MEMBERS", 5000, minimum=1)
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-reject-on-worker-lost
+# A delivery whose worker process died under it this many times (a file that crashes the parser
+# or the model) fails its document with the reason instead of being redelivered for ever.
+EVENT_REDELIVERY_MAX = env_int("EVENT_REDELIVERY_MAX", 3, minimum=1)
+
+
+# --- Outbound requests (config/outbound.py) --------------------------------------------------
+# Connectors, sinks and re-fetches never reach link-local or metadata addresses; loopback and
+# private addresses only inside these networks (empty: public addresses only).
+OUTBOUND_PRIVATE_NETWORKS = env_list(
+    "OUTBOUND_PRIVATE_NETWORKS",
+    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
+for _network in OUTBOUND_PRIVATE_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise SettingsError(f"OUTBOUND_PRIVATE_NETWORKS: {_network!r} is not a network (like 10.0.0.0/8).") from None
+OUTBOUND_USER_AGENT = env_str("OUTBOUND_USER_AGENT", "Freshet/1.0 (+https://github.com/freshet)")
+
+# --- Connectors (ingestion/connectors/) ------------------------------------------------------
+# How syncs run (sync.py): each source has at most SYNC_ITEMS_IN_FLIGHT items being fetched, in
+# tasks of SYNC_CHUNK_ITEMS on the `sync` queue, so a big source never holds up a small one. A
+# running sync with no progress for SYNC_STALE_SECONDS lost its worker; the next request fails it.
+# Folder sources may only read below FOLDER_SOURCE_ROOTS; the watcher (manage.py watch_folders)
+# waits FOLDER_WATCH_DEBOUNCE_MS for a burst of changes to settle and runs a full sync of every
+# folder source every FOLDER_RESYNC_SECONDS as the safety net for what a watcher can miss.
+# https://watchfiles.helpmanual.io/api/watch/  https://django-celery-beat.readthedocs.io/
+SYNC_ITEMS_IN_FLIGHT = env_int("SYNC_ITEMS_IN_FLIGHT", 16, minimum=1)
+SYNC_CHUNK_ITEMS = env_int("SYNC_CHUNK_ITEMS", 8, minimum=1)
+SYNC_ITEM_RETRIES = env_int("SYNC_ITEM_RETRIES", 2, minimum=0)
+SYNC_STALE_SECONDS = env_int("SYNC_STALE_SECONDS", 900, minimum=10)
+FOLDER_SOURCE_ROOTS = env_list("FOLDER_SOURCE_ROOTS", [str(Path.home()), "/srv", tempfile.gettempdir()])
+FOLDER_WATCH_DEBOUNCE_MS = env_int("FOLDER_WATCH_DEBOUNCE_MS", 100, minimum=0)
+FOLDER_RESYNC_SECONDS = env_int("FOLDER_RESYNC_SECONDS", 3600, minimum=0)  # 0: no periodic full sync
+
+# --- Web fetching (ingestion/connectors/http.py: url, sitemap, feed, re-fetches) ------------
+# https://www.python-httpx.org/advanced/timeouts/  https://www.rfc-editor.org/rfc/rfc9309
+# Per host, across every process (Redis): at most WEB_HOST_CONCURRENCY requests at once and
+# WEB_HOST_DELAY seconds between two starts (robots.txt's Crawl-delay raises it, up to
+# WEB_CRAWL_DELAY_MAX). WEB_TIMEOUT bounds one response, body included (a slow body fails);
+# 429/5xx are tried WEB_RETRIES more times with backoff, honouring Retry-After, waiting at most
+# WEB_RETRY_WAIT_MAX seconds in all. robots.txt is kept WEB_ROBOTS_CACHE_SECONDS per host.
+WEB_CONNECT_TIMEOUT = env_float("WEB_CONNECT_TIMEOUT", 5.0)
+WEB_TIMEOUT = env_float("WEB_TIMEOUT", 30.0)
+WEB_MAX_BYTES = env_int("WEB_MAX_BYTES", 25 * 1024 * 1024, minimum=1)
+WEB_MAX_REDIRECTS = env_int("WEB_MAX_REDIRECTS", 5, minimum=0)
+WEB_RETRIES = env_int("WEB_RETRIES", 2, minimum=0)
+WEB_RETRY_WAIT_MAX = env_float("WEB_RETRY_WAIT_MAX", 30.0)
+WEB_HOST_CONCURRENCY = env_int("WEB_HOST_CONCURRENCY", 4, minimum=1)
+WEB_HOST_DELAY = env_float("WEB_HOST_DELAY", 0.25)
+WEB_CRAWL_DELAY_MAX = env_float("WEB_CRAWL_DELAY_MAX", 10.0)
+WEB_ROBOTS_CACHE_SECONDS = env_int("WEB_ROBOTS_CACHE_SECONDS", 3600, minimum=0)
+for _name in ("WEB_CONNECT_TIMEOUT", "WEB_TIMEOUT", "WEB_RETRY_WAIT_MAX", "WEB_HOST_DELAY", "WEB_CRAWL_DELAY_MAX"):
+    if globals()[_name] < 0 or (_name.endswith("TIMEOUT") and globals()[_name] == 0):
+        raise SettingsError(f"{_name}={globals()[_name]:g} must be positive.")
 
 # --- REST API -------------------------------------------------------------------------------
 # https://www.django-rest-framework.org/api-guide/settings/
@@ -354,6 +455,14 @@ CHAT_MAX_MESSAGE_BYTES = env_int("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=25
 CHAT_PASSAGES = env_int("CHAT_PASSAGES", 5, minimum=1)  # retrieved passages given to the answer
 CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 3, minimum=0)  # earlier turns sent to the model
 CHAT_EXTRACTIVE_SENTENCES = env_int("CHAT_EXTRACTIVE_SENTENCES", 3, minimum=1)
+# Abstention (chat/retrieval/answerability.py): a passage whose calibrated relevance is below this
+# is no evidence of an answer; with none above it the chat says the sources do not say, and the
+# search API marks results `relevant: false`. Chosen on SciFact train (benchmarks/answerability.py).
+CHAT_RELEVANCE_THRESHOLD = env_float("CHAT_RELEVANCE_THRESHOLD", 0.034)
+CHAT_MIN_COSINE = env_float("CHAT_MIN_COSINE", 0.41)  # best question-passage cosine below it: off-topic
+if not 0.0 <= CHAT_RELEVANCE_THRESHOLD <= 1.0:
+    raise SettingsError(f"CHAT_RELEVANCE_THRESHOLD is a probability: 0..1, not {CHAT_RELEVANCE_THRESHOLD}.")
+CHAT_RELATED_PASSAGES = env_int("CHAT_RELATED_PASSAGES", 3, minimum=0)  # "possibly related" when abstaining
 
 # --- Feedback (feedback/) ---------------------------------------------------------------------
 # How votes become each chunk's feedback score in the search index (a smoothed, decaying score in
@@ -377,8 +486,32 @@ FEEDBACK_REFETCH_COOLDOWN_SECONDS = env_int("FEEDBACK_REFETCH_COOLDOWN_SECONDS",
 FEEDBACK_REFETCH_TIMEOUT = env_float("FEEDBACK_REFETCH_TIMEOUT", 10.0)  # seconds, per connect and per read
 FEEDBACK_REFRESH_SECONDS = env_int("FEEDBACK_REFRESH_SECONDS", 6 * 3600, minimum=60)  # re-decay every score
 
+# --- Operations: /dashboard/, /metrics (dashboard/) --------------------------------------------
+# https://prometheus.github.io/client_python/multiprocess/
+# Every process (web, workers) writes its metrics under PROMETHEUS_MULTIPROC_DIR and /metrics adds
+# them up; prometheus-client reads the variable when it is imported, so it is set here for every
+# process started with these settings. `make run` empties the folder at start.
+PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# /metrics answers loopback callers (not proxied ones), and others with `Authorization: Bearer
+# <METRICS_TOKEN>`; empty: loopback only.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# The dashboard's live feed: events reach open dashboards in one message per process and interval
+# (0 turns the feed off); a fresh snapshot follows at most every DASHBOARD_SNAPSHOT_SECONDS.
+DASHBOARD_LIVE_SECONDS = env_float("DASHBOARD_LIVE_SECONDS", 0.25)
+DASHBOARD_SNAPSHOT_SECONDS = env_float("DASHBOARD_SNAPSHOT_SECONDS", 1.0)
+if DASHBOARD_LIVE_SECONDS < 0 or DASHBOARD_SNAPSHOT_SECONDS < 0:
+    raise SettingsError("DASHBOARD_LIVE_SECONDS and DASHBOARD_SNAPSHOT_SECONDS must not be negative.")
+# Celery configures the root logger of a worker unless told not to; with JSON logs the worker's
+# lines go through LOGGING above like every other process's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+
 # --- Scheduler (celery beat) ----------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+# The per-source sync schedules are PeriodicTasks in the database (django-celery-beat, edited in
+# the admin); beat runs with its DatabaseScheduler, which also takes in the entries below.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "search-index-optimize": {
         "task": "ingestion.tasks.search_index_optimize",
@@ -397,4 +530,44 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FEEDBACK_REFRESH_SECONDS,
         "options": {"queue": "feedback"},
     },
+}
+
+# --- Event intake and sinks (events/intake/, events/sinks/) ---------------------------------
+# https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md
+# https://www.standardwebhooks.com/ and https://docs.celeryq.dev/en/stable/userguide/configuration.html#imports
+# POST /api/events/: the largest body taken (413 above it) and the most events in one batch.
+EVENTS_MAX_BODY_BYTES = env_int("EVENTS_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+EVENTS_MAX_BATCH = env_int("EVENTS_MAX_BATCH", 1000, minimum=1)
+# Recorded events a source's apply task makes into document changes per transaction (short: with
+# SQLite, the intake waits for the write lock the apply holds).
+EVENTS_APPLY_BATCH = env_int("EVENTS_APPLY_BATCH", 50, minimum=1)
+# manage.py events_consume: messages each queue source's consumer holds unacknowledged, and how
+# often it looks for queue sources added, changed or deleted.
+EVENTS_CONSUME_PREFETCH = env_int("EVENTS_CONSUME_PREFETCH", 50, minimum=1)
+EVENTS_CONSUME_RELOAD_SECONDS = env_float("EVENTS_CONSUME_RELOAD_SECONDS", 10.0)
+# Sinks: seconds per request; attempts in all (the first and its retries); the backoff's first
+# step and cap (x4 an attempt, jittered: seconds, then minutes, then hours); waits up to
+# SINK_COUNTDOWN_MAX_SECONDS are Celery countdowns, longer ones wait for the sweep.
+SINK_TIMEOUT = env_float("SINK_TIMEOUT", 15.0)
+SINK_RETRY_ATTEMPTS = env_int("SINK_RETRY_ATTEMPTS", 8, minimum=1)
+SINK_RETRY_BASE_SECONDS = env_float("SINK_RETRY_BASE_SECONDS", 5.0)
+SINK_RETRY_MAX_DELAY_SECONDS = env_float("SINK_RETRY_MAX_DELAY_SECONDS", 6 * 3600.0)
+SINK_COUNTDOWN_MAX_SECONDS = env_float("SINK_COUNTDOWN_MAX_SECONDS", 900.0)
+SINK_SWEEP_SECONDS = env_int("SINK_SWEEP_SECONDS", 30, minimum=5)
+if not (SINK_TIMEOUT > 0 and SINK_RETRY_BASE_SECONDS > 0 and SINK_RETRY_MAX_DELAY_SECONDS >= SINK_RETRY_BASE_SECONDS):
+    raise SettingsError("SINK_TIMEOUT and SINK_RETRY_BASE_SECONDS must be above 0, SINK_RETRY_MAX_DELAY_SECONDS "
+                        "at least SINK_RETRY_BASE_SECONDS.")
+if not 0 <= SINK_COUNTDOWN_MAX_SECONDS < CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
+    raise SettingsError("SINK_COUNTDOWN_MAX_SECONDS must be below CELERY_VISIBILITY_TIMEOUT (a longer countdown "
+                        "is delivered twice).")
+CELERY_IMPORTS = ("events.intake.tasks", "events.sinks.tasks")
+CELERY_BEAT_SCHEDULE["events-received-sweep"] = {
+    "task": "events.intake.tasks.received_events_sweep",
+    "schedule": 60,
+    "options": {"queue": "sync"},
+}
+CELERY_BEAT_SCHEDULE["sink-deliveries-due"] = {
+    "task": "events.sinks.tasks.sink_deliveries_due",
+    "schedule": SINK_SWEEP_SECONDS,
+    "options": {"queue": "sinks"},
 }

@@ -18,8 +18,10 @@ urlpatterns = [
     path("api/", include("ingestion.urls")),
     path("api/", include("chat.urls")),
     path("api/", include("feedback.urls")),
+    path("api/", include("events.urls")),  # /api/events/ (CloudEvents intake), /api/sinks/
     path("accounts/login/", auth_views.LoginView.as_view(template_name="chat/login.html",
                                                          redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("chat.urls_chat")),
+    path("", include("dashboard.urls")),  # /dashboard/ and /metrics
 ]
