@@ -56,7 +56,7 @@ run: $(VENV)/.installed $(SECRET_KEY_FILE)
 	  $(BIN)/python manage.py ensure_admin && \
 	  echo "Freshet starting on http://127.0.0.1:$(PORT)/ ; where to sign in comes in a box once it is up." && \
 	  rm -rf "$${PROMETHEUS_MULTIPROC_DIR:-$(FRESHET_VAR_DIR)/prometheus}" && \
-	  PORT=$(PORT) exec $(BIN)/honcho -f platform/Procfile$(if $(filter local,$(LLM)),.llm,) -d . start
+	  PORT=$(PORT) FRESHET_WEB_PORT=$(PORT) exec $(BIN)/honcho -f platform/Procfile$(if $(filter local,$(LLM)),.llm,) -d . start
 
 test: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest
