@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -125,7 +125,7 @@ def answer_plan(*, asker: Asker, question: str, conversation_id: int | None,
     access = access_for_user(asker.user)
     chosen = sources_clean(asker=asker, sources=sources)
     if chosen is not None:
-        access = replace(access, source_ids=chosen)
+        access = access.narrowed(chosen)
     plan = AnswerPlan(asker=asker, question=question, conversation_id=conversation_id, started=started,
                       access=access, turns=turns, sources=list(chosen or ()))
     found = retrieval_run(question, access=plan.access, k=2 * settings.CHAT_PASSAGES)

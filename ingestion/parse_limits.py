@@ -97,7 +97,9 @@ def _time_limit(seconds: float) -> Iterator[None]:
         yield  # signals reach the main thread only; the task's own time limit still holds
         return
     previous = signal.signal(signal.SIGALRM, _on_alarm)
-    earlier, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Fires again every quarter second after the limit: an exception raised inside a gc callback
+    # or a __del__ is swallowed (seen here with pypdf), and a parser may catch broadly.
+    earlier, _ = signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
     try:
         yield
     finally:

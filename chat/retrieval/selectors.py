@@ -159,7 +159,7 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
         if not sources_visible_to(user).filter(pk=source_id).exists():
             raise SourceNotVisible(
                 f"No source {source_id} among the sources you may see; list them at /api/sources/.")
-        access = replace(access, source_ids=(source_id,))
+        access = access.narrowed((source_id,))
     found = retrieval_run(query, access=access, k=k, mode=mode)
     terms = query_terms(query)
     names = dict(Source.objects.filter(pk__in={hit.source_id for hit in found.hits}).values_list("pk", "name"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,14 @@ class AccessFilter:
     @classmethod
     def staff(cls) -> AccessFilter:
         return cls(everything=True)
+
+    def narrowed(self, source_ids: Iterable[int]) -> AccessFilter:
+        """The same access within `source_ids` only: never wider than it was (a user's filter is
+        already the set of sources they may see; narrowing intersects it)."""
+        wanted = {int(source_id) for source_id in source_ids}
+        if self.source_ids is not None:
+            wanted &= set(self.source_ids)
+        return replace(self, source_ids=tuple(sorted(wanted)))
 
 
 @dataclass

@@ -43,10 +43,10 @@ def pdf_many_pages(pages: int) -> bytes:
     return pdf_document(objects + [page] * pages)
 
 
-def pdf_endless_text(operations: int = 400_000, pages: int = 40) -> bytes:
+def pdf_endless_text(operations: int = 300_000, pages: int = 40) -> bytes:
     """A PDF of `pages` pages sharing one content stream (a few dozen KiB deflated) of
     `operations` text operators: extracting its text keeps a parser busy for minutes. Each stream
-    stays under pypdf's own budget of 2,000,000 tokens per stream, so it is Freshet's time limit
+    (5 tokens an operator) stays under pypdf's own budget of 2,000,000 tokens per stream, so it is Freshet's time limit
     that stops it, not pypdf's."""
     stream = zlib.compress(b"BT /F1 1 Tf " + b"(a) Tj 0 1 Td " * operations + b"ET", 9)
     first_page = 5
