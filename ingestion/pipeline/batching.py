@@ -77,7 +77,7 @@ class ClaimSet:
         scores = pipe.execute()
         return {m for i, m in enumerate(members) if scores[2 * i] is not None or scores[2 * i + 1] is not None}
 
-    def claim(self, members: list[str], holder: str) -> list[str]:
+    def claim(self, members: list[str], holder: str, *, from_pending: bool = False) -> list[str]:
         """Claim `members` for the batch `holder`; those won (not claimed by another batch) move
         to in flight, and are returned."""
         if not members:
@@ -86,6 +86,18 @@ class ClaimSet:
         for member in members:
             pipe.set(self._claim_key(member), holder, nx=True, ex=self.claim_seconds)
         won = [member for member, ok in zip(members, pipe.execute(), strict=True) if ok]
+        if won and from_pending:
+            # Taking it out of pending is the arbiter: a batch that read a member from pending
+            # just before another claimed, finished and released it wins the released claim, but
+            # not the member, which is no longer pending (it would be done twice otherwise).
+            for member in won:
+                pipe.zrem(self.pending_key, member)
+            taken = pipe.execute()
+            lost = [member for member, removed in zip(won, taken, strict=True) if not removed]
+            if lost:
+                pipe.delete(*(self._claim_key(member) for member in lost))
+                pipe.execute()
+            won = [member for member, removed in zip(won, taken, strict=True) if removed]
         if won:
             pipe.zadd(self.inflight_key, dict.fromkeys(won, time.time()))
             pipe.zrem(self.pending_key, *won)
@@ -97,7 +109,7 @@ class ClaimSet:
         those won and how many were looked at (0: nothing is pending there)."""
         candidates = [raw.decode() for raw in
                       redis_client().zrange(self.pending_key, skip, skip + min(limit, CLAIM_ROUND) - 1)]
-        return self.claim(candidates, holder), len(candidates)
+        return self.claim(candidates, holder, from_pending=True), len(candidates)
 
     def settle(self, members: list[str], *, done: Iterable[str]) -> None:
         """Release the claims on `members`: those `done` leave the stage, the others go back to
