@@ -13,9 +13,11 @@ metadata service at the network too where that matters.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import socket
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -107,3 +109,20 @@ def outbound_client(*, timeout: float | httpx.Timeout, max_redirects: int = 5, f
         event_hooks={"request": [_check_request]},
         trust_env=False,
     )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3);
+    None when absent or unreadable."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

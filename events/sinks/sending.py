@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import json
 import socket
@@ -24,7 +23,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from django.conf import settings
 
-from config.outbound import OutboundRefused, address_refusal, outbound_client
+from config.outbound import OutboundRefused, address_refusal, outbound_client, retry_after_seconds
 from events.webhooks import signer
 
 FORMAT = JSONFormat()
@@ -49,22 +48,6 @@ def webhook_headers(*, secret: str, msg_id: str, body: bytes, now: datetime | No
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signer(secret).sign(msg_id=msg_id, timestamp=now, data=body.decode()),
     }
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def http_send(sink, envelope) -> Sent:

@@ -18,7 +18,6 @@ turns either into SourceUnavailable.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import os
@@ -27,14 +26,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 from django.conf import settings
 from protego import Protego
 
-from config.outbound import OutboundRefused, outbound_client, url_check
+from config.outbound import OutboundRefused, outbound_client, retry_after_seconds, url_check
 from config.redis_client import redis_client
 from events.errors import TransientError
 from ingestion.connectors.base import ItemFailed
@@ -114,7 +112,7 @@ def page_get(url: str, *, etag: str = "", last_modified: str = "", max_bytes: in
         if page.status not in RETRY_STATUSES:
             return _page_checked(url, page)
         failure = f"{url} answered {page.status}"
-        retry_after = _retry_after_seconds(page.headers.get("retry-after", ""))
+        retry_after = retry_after_seconds(page.headers.get("retry-after"))
         if attempt >= settings.WEB_RETRIES:
             raise TransientError(f"{failure} ({attempt + 1} tries); trying again later.")
         wait = max(retry_after or 0.0, 0.5 * 2 ** attempt * (1 + random.random()))
@@ -132,22 +130,6 @@ def _page_checked(url: str, page: Page) -> Page:
         return page
     reason = {404: "not found", 410: "gone", 401: "needs a login", 403: "forbidden"}.get(page.status, "")
     raise ItemFailed(f"{url} answered {page.status}" + (f" ({reason})." if reason else "."))
-
-
-def _retry_after_seconds(value: str) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _get_following(url: str, *, headers: dict[str, str], max_bytes: int, robots: bool,
