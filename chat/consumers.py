@@ -255,7 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             feedback = await in_thread(feedback_record)(
                 user=self.scope.get("user"), message_id=data["message_id"], rating=int(data["rating"]),
                 chunk_id=data.get("chunk_id") or "", reason=data.get("reason") or "",
-                comment=data.get("comment") or "",
+                comment=data.get("comment"),
             )
         except ApplicationError as error:
             await self.send_error(error.message, status=error.status, about="feedback")

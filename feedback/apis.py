@@ -23,7 +23,9 @@ class FeedbackInputSerializer(serializers.Serializer):
     reason = serializers.ChoiceField(choices=Feedback.Reason.values, required=False, allow_blank=True,
                                      allow_null=True, help_text="Why, for a thumbs down.")
     comment = serializers.CharField(required=False, allow_blank=True, allow_null=True,
-                                    max_length=MAX_COMMENT_CHARS, trim_whitespace=True)
+                                    max_length=MAX_COMMENT_CHARS, trim_whitespace=True,
+                                    help_text="Why, in words. Left out (or null), a second vote keeps the stored "
+                                              "comment; an empty string clears it.")
 
 
 class FeedbackOutputSerializer(serializers.ModelSerializer):
@@ -63,6 +65,6 @@ class FeedbackApi(APIView):
         changing = vote_exists(user=request.user, message_id=data["message_id"], chunk_id=data.get("chunk_id"))
         feedback = feedback_record(user=request.user, message_id=data["message_id"], rating=data["rating"],
                                    chunk_id=data.get("chunk_id"), reason=data.get("reason") or "",
-                                   comment=data.get("comment") or "")
+                                   comment=data.get("comment"))
         return Response(FeedbackOutputSerializer(feedback).data,
                         status=status.HTTP_200_OK if changing else status.HTTP_201_CREATED)

@@ -31,9 +31,12 @@ class FeedbackNotFound(FeedbackError):
 
 
 def feedback_record(*, user: AbstractBaseUser | AnonymousUser, message_id: int, rating: int,
-                    chunk_id: str | None = None, reason: str = "", comment: str = "") -> Feedback:
+                    chunk_id: str | None = None, reason: str = "", comment: str | None = None) -> Feedback:
     """Store `user`'s vote on answer `message_id` (or on its passage `chunk_id`); a second vote
-    on the same target replaces the first. Publishes `freshet.feedback.received` after commit."""
+    on the same target replaces the first's rating and reason. The comment is replaced only by
+    one given (an empty string clears it): a vote with `comment` None keeps the stored comment,
+    so a second click on the thumb does not erase what the voter wrote. Publishes
+    `freshet.feedback.received` after commit."""
     if user is None or not user.is_authenticated:
         raise FeedbackForbidden("Sign in to rate answers.")
     if isinstance(rating, bool) or rating not in (Feedback.Rating.UP, Feedback.Rating.DOWN):
@@ -41,8 +44,8 @@ def feedback_record(*, user: AbstractBaseUser | AnonymousUser, message_id: int, 
     reason = reason or ""
     if reason not in Feedback.Reason.values and reason != "":
         raise FeedbackError(f"reason must be one of {', '.join(Feedback.Reason.values)}, or left out.")
-    comment = (comment or "").strip()
-    if len(comment) > MAX_COMMENT_CHARS:
+    comment = None if comment is None else comment.strip()
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
         raise FeedbackError(f"The comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}.")
     chunk_id = (chunk_id or "").strip()
 
@@ -60,9 +63,11 @@ def feedback_record(*, user: AbstractBaseUser | AnonymousUser, message_id: int, 
     with transaction.atomic():
         previous = (Feedback.objects.select_for_update()
                     .filter(user=user, message=message, chunk_id=chunk_id).values_list("rating", flat=True).first())
+        changes = {"rating": int(rating), "reason": reason, "document_id": document_id}
+        if comment is not None:
+            changes["comment"] = comment
         feedback, created = Feedback.objects.update_or_create(
-            user=user, message=message, chunk_id=chunk_id,
-            defaults={"rating": int(rating), "reason": reason, "comment": comment, "document_id": document_id},
+            user=user, message=message, chunk_id=chunk_id, defaults=changes,
         )
         event_publish(
             type="freshet.feedback.received",
@@ -70,7 +75,7 @@ def feedback_record(*, user: AbstractBaseUser | AnonymousUser, message_id: int, 
             data={
                 "feedback_id": feedback.pk, "user_id": user.pk, "message_id": message.pk,
                 "conversation_id": message.conversation_id, "chunk_id": chunk_id, "document_id": document_id,
-                "rating": feedback.rating, "reason": reason, "has_comment": bool(comment),
+                "rating": feedback.rating, "reason": reason, "has_comment": bool(feedback.comment),
                 "created": created, "previous_rating": previous,
                 "cited_chunk_ids": list(message.citations.values_list("chunk_id", flat=True)),
             },

@@ -53,6 +53,64 @@ def test_it_records_a_vote_then_changes_it(library):
     assert answer.status_code == 201 and answer.json()["chunk_id"] == ""
 
 
+def test_a_second_vote_without_a_comment_keeps_the_stored_one(library):
+    user = UserFactory()
+    public = library["public"]
+    chunk = f"{public.pk}-0"
+    message = message_citing(user, [(chunk, public.pk)])
+    client = client_for(user)
+
+    for target in ({"chunk_id": chunk}, {}):  # on a citation, then on the whole answer
+        first = vote(client, message_id=message.pk, rating=-1, comment="Cites last year's budget.", **target)
+        assert first.status_code == 201, first.content
+        stored = Feedback.objects.get(pk=first.json()["feedback_id"])
+
+        again = vote(client, message_id=message.pk, rating=-1, reason="outdated", **target)  # a second click
+        assert again.status_code == 200 and again.json()["comment"] == "Cites last year's budget."
+        nulled = vote(client, message_id=message.pk, rating=-1, comment=None, **target)
+        assert nulled.json()["comment"] == "Cites last year's budget."
+        stored.refresh_from_db()
+        assert (stored.comment, stored.reason) == ("Cites last year's budget.", "")
+        event = Event.objects.filter(type="freshet.feedback.received", subject=f"feedback/{stored.pk}").latest("id")
+        assert event.data["has_comment"] is True
+
+        changed = vote(client, message_id=message.pk, rating=-1, comment="  Wrong year.  ", **target)
+        assert changed.json()["comment"] == "Wrong year."
+        cleared = vote(client, message_id=message.pk, rating=1, comment="", **target)
+        assert cleared.status_code == 200 and cleared.json()["comment"] == ""
+        stored.refresh_from_db()
+        assert (stored.rating, stored.comment) == (1, "")
+
+
+def test_a_socket_vote_without_a_comment_keeps_the_stored_one(transactional_db):
+    """The chat socket's vote path passes an absent comment on as absent, as the REST one does."""
+    from asgiref.sync import async_to_sync
+
+    from tests.chat.conftest import communicator, session_cookie
+
+    user = UserFactory()
+    document = document_ingest(source=SourceFactory(), external_id="open.txt", content=b"Open facts.").document
+    chunk = f"{document.pk}-0"
+    message = message_citing(user, [(chunk, document.pk)])
+    cookie = session_cookie(user)
+
+    async def scenario() -> list[dict]:
+        socket = communicator(cookie)
+        assert (await socket.connect(timeout=30))[0]
+        replies = []
+        for payload in ({"rating": -1, "comment": "Not what the report says."}, {"rating": -1},
+                        {"rating": -1, "comment": ""}):
+            await socket.send_json_to({"type": "feedback", "message_id": message.pk, "chunk_id": chunk, **payload})
+            replies.append(await socket.receive_json_from(timeout=10))
+        await socket.disconnect()
+        return replies
+
+    commented, repeated, cleared = async_to_sync(scenario)()
+    assert [r["type"] for r in (commented, repeated, cleared)] == ["feedback_ack"] * 3
+    assert repeated["comment"] == "Not what the report says." and cleared["comment"] == ""
+    assert Feedback.objects.get(pk=commented["feedback_id"]).comment == ""
+
+
 def test_a_user_cannot_vote_on_a_passage_they_may_not_see(library):
     secret = library["secret"]
     chunk = f"{secret.pk}-0"
