@@ -24,6 +24,9 @@ def django_setup(*, isolated: bool) -> dict[str, str]:
         env = {
             "FRESHET_VAR_DIR": tempfile.mkdtemp(prefix="freshet-bench-"),
             "FRESHET_KEY_PREFIX": f"freshet-bench-{os.getpid()}:",
+            # The exported encoder graphs are shared (keyed by the weights' hash, made under a
+            # lock): a scratch folder would export them again in the middle of what is measured.
+            "EMBEDDING_EXPORT_DIR": os.environ.get("EMBEDDING_EXPORT_DIR") or str(ROOT / "var" / "encoders"),
         }
         os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

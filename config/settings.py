@@ -73,6 +73,9 @@ MIDDLEWARE = [
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "config.asgi.application"
+# Threads a web process keeps for requests' synchronous code (config/asgi_handler.py), each with
+# its database connection; a request that finds them all busy gets a short-lived thread of its own.
+WEB_THREADS = env_int("WEB_THREADS", 32, minimum=1)
 
 TEMPLATES = [
     {

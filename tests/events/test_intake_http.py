@@ -61,6 +61,28 @@ def test_it_takes_a_structured_upsert_then_a_delete(push_source):
     assert set(ReceivedEvent.objects.values_list("status", flat=True)) == {"applied"}
 
 
+def test_one_applied_batch_keeps_the_order_of_its_upserts_and_deletes(push_source):
+    assert post(push_source, upsert("kb/old", "Old text.")).status_code == 202
+    assert document(push_source, "kb/old") is not None
+    batch = [
+        event("freshet.document.delete", data={"external_id": "kb/old"}),  # there: deleted
+        event("freshet.document.delete", data={"external_id": "kb/never"}),  # never there: done
+        upsert("kb/new", "First text."),
+        event("freshet.document.delete", data={"external_id": "kb/new"}),  # made in this batch: deleted
+        upsert("kb/new", "Second text."),  # and made again
+        upsert("kb/gone", "Gone text."),
+        event("freshet.document.delete", data={"external_id": "kb/gone"}),
+    ]
+    response = post(push_source, batch, content_type="application/cloudevents-batch+json")
+    assert response.status_code == 202 and response.json()["accepted"] == len(batch)
+    received_events_apply(source_id=push_source.pk)
+    kept = dict(Document.objects.filter(source=push_source).values_list("external_id", "title"))
+    assert set(kept) == {"kb/new"}
+    assert Document.objects.get(source=push_source, external_id="kb/new").file.read() == b"Second text."
+    assert set(ReceivedEvent.objects.values_list("status", flat=True)) == {"applied"}
+    assert set(ReceivedEvent.objects.values_list("content", flat=True)) == {b""}
+
+
 def test_it_takes_a_binary_mode_event_with_percent_encoded_headers(push_source):
     data = {"external_id": "kb/ü", "content": "Glaciers carve valleys.", "title": "Glaciers"}
     response = post(push_source, json.dumps(data).encode(), content_type="application/json",
