@@ -3,6 +3,7 @@ real Celery worker process consuming every queue against that same database and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -74,6 +76,40 @@ def _worker_env() -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     })
     return env
+
+
+@contextlib.contextmanager
+def daphne_running(env: dict[str, str], log_path: Path):
+    """The ASGI application under daphne (as `make run` serves it) on a free loopback port, with
+    `env`, its output in `log_path`, for the length of the block; yields (url, pid). Fails the
+    test with the log's tail if daphne exits before it answers."""
+    from tests.faults import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+        def ready():
+            if process.poll() is not None:
+                pytest.fail(f"daphne exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(ready, timeout=120, interval=0.3, message="daphne to serve the login page")
+            yield url, process.pid
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

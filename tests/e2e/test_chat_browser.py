@@ -5,21 +5,17 @@ page, vote down with a comment."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 from feedback.models import Feedback
 from ingestion.services import document_ingest
 from tests.chat.conftest import corpus  # noqa: F401  (the indexed corpus fixture)
-from tests.conftest import ROOT, _worker_env, wait_for
+from tests.conftest import ROOT, _worker_env, daphne_running, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -30,42 +26,14 @@ PASSWORD = "correct horse battery staple"  # tests.factories.UserFactory's
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def daphne_server(django_db_setup, celery_worker, tmp_path_factory):
     """The ASGI app under daphne on a free loopback port, on the test database and var/ folder."""
     env = _worker_env()
     # DEBUG is off, so WhiteNoise serves collected files only.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"daphne exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-    wait_for(ready, timeout=120, interval=0.5, message="daphne to serve the login page")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+    with daphne_running(env, tmp_path_factory.mktemp("daphne") / "daphne.log") as (url, _pid):
+        yield url
 
 
 def chromium(playwright):

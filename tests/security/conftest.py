@@ -6,15 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 from types import SimpleNamespace
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, _worker_env, wait_for, worker_idle
+from tests.conftest import _worker_env, daphne_running, worker_idle
 
 
 @contextlib.contextmanager
@@ -30,12 +27,6 @@ def worker_paused(process: subprocess.Popen):
         os.killpg(process.pid, signal.SIGCONT)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 UPLOAD_LIMIT = 1024 * 1024  # MAX_UPLOAD_BYTES of the daphne below: small, so oversized bodies are cheap
 
 
@@ -48,30 +39,10 @@ def daphne_server(django_db_setup, tmp_path_factory):
     env = _worker_env()
     env.update({"DJANGO_DEBUG": "0", "TMPDIR": str(tmpdir), "MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
                 "MAX_BULK_UPLOAD_BYTES": str(2 * UPLOAD_LIMIT)})
-    port = free_port()
     log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        if process.poll() is not None:
-            pytest.fail(f"daphne exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/accounts/login/", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-    wait_for(ready, timeout=120, interval=0.3, message="daphne to answer")
-    yield SimpleNamespace(url=url, tmpdir=tmpdir, port=port, log=log_path, pid=process.pid)
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+    with daphne_running(env, log_path) as (url, pid):
+        port = int(url.rsplit(":", 1)[1])
+        yield SimpleNamespace(url=url, tmpdir=tmpdir, port=port, log=log_path, pid=pid)
 
 
 @pytest.fixture(scope="module")
