@@ -138,3 +138,47 @@ def test_a_consumer_killed_before_its_ack_leaves_the_message_to_be_taken_again_o
 
 def _bytes(body) -> bytes:
     return body.encode() if isinstance(body, str) else body
+
+
+def test_a_broker_outage_loses_nothing_and_takes_nothing_twice(amqp, queue_source, consumer):
+    """The consumer reaches RabbitMQ through a TCP forwarder that the test cuts, as a broker
+    restart does: its connection drops (with messages delivered and not yet acknowledged, if any)
+    and new connections are refused for a while. Events published meanwhile wait in the durable
+    queue; once the broker answers again the consumer reconnects and takes them, each once."""
+    from tests.faults import TcpForwarder
+
+    forwarder = TcpForwarder(("127.0.0.1", 5672))
+    forwarder.restore()
+    queue_source.config = {**queue_source.config, "url": f"amqp://guest:guest@127.0.0.1:{forwarder.port}//"}
+    queue_source.save(update_fields=["config"])
+
+    def send(numbers):
+        for n in numbers:
+            publish(amqp, queue_source, structured(f"o-{n}", upsert_data(f"t/{n}", f"Ticket {n}.")),
+                    content_type="application/cloudevents+json", content_encoding="utf-8")
+
+    def recorded() -> int:
+        return ReceivedEvent.objects.filter(source=queue_source).count()
+
+    try:
+        consumer()
+        send(range(5))
+        wait_for(lambda: recorded() == 5, timeout=30, message="the first five recorded")
+        forwarder.cut()
+        send(range(5, 15))  # straight to RabbitMQ: the consumer cannot reach it now
+        main = Queue(queue_source.config["queue"], durable=True)(amqp.default_channel)
+        # Kept by the broker meanwhile; any it pushed to the cut connection before it noticed the
+        # cut come back to the queue unacknowledged.
+        wait_for(lambda: main.queue_declare(passive=True).message_count == 10, timeout=20,
+                 message="the broker keeping the ten published during the outage")
+        assert recorded() == 5
+        forwarder.restore()
+        wait_for(lambda: recorded() == 15, timeout=60, message="the consumer reconnected and took the rest")
+        wait_for(lambda: main.queue_declare(passive=True).message_count == 0, timeout=20,
+                 message="everything acknowledged")
+    finally:
+        consumer.stop()
+        forwarder.cut()
+    assert sorted(ReceivedEvent.objects.filter(source=queue_source).values_list("ce_id", flat=True)) == sorted(
+        f"o-{n}" for n in range(15))
+    assert documents(queue_source) == {f"t/{n}": f"Ticket {n}.".encode() for n in range(15)}
