@@ -28,8 +28,8 @@ def chunks_split(text: str, *, embedder: Embedder, size: int, overlap: int) -> l
     sharing about `overlap` tokens. The size is capped to what the model reads."""
     size = max(16, min(size, max_chunk_tokens(embedder)))
     overlap = max(0, min(overlap, size // 2))
-    splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-        embedder.tokenizer,
+    splitter = RecursiveCharacterTextSplitter(
+        length_function=embedder.count_tokens,  # what from_huggingface_tokenizer counts, any tokenizer
         chunk_size=size,
         chunk_overlap=overlap,
         separators=SEPARATORS,

@@ -115,6 +115,18 @@ class Embedder:
 
     @cached_property
     def tokenizer(self):
+        """The model's tokenizer, for counting: its tokenizer.json through the `tokenizers`
+        library when the folder has one (transformers' AutoTokenizer imports torch, a quarter of
+        a GiB in a process that only chunks or runs a graph backend), else AutoTokenizer. The
+        counts are the same: both run the same fast tokenizer, without truncation or padding."""
+        tokenizer_file = Path(self.path) / "tokenizer.json" if self.path else None
+        if tokenizer_file is not None and tokenizer_file.exists():
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            return tokenizer
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.path)
@@ -137,7 +149,8 @@ class Embedder:
         return folder_window(self.path) if not self.url else 512
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        encoded = self.tokenizer.encode(text, add_special_tokens=False)
+        return len(getattr(encoded, "ids", encoded))  # a tokenizers Encoding, or transformers' list
 
     def identity_check(self, held: str | None) -> None:
         """Refuse to mix vectors: `held` is the model identity an index records (None: empty or

@@ -110,3 +110,28 @@ def test_the_cache_key_follows_the_weights(tmp_path) -> None:
     assert encoders.cached_weights_hash(str(folder), tmp_path / "cache") != first
     with pytest.raises(encoders.BackendUnavailable, match="No weights"):
         encoders.weights_hash(str(tmp_path))
+
+
+def test_a_process_that_chunks_and_embeds_on_a_graph_backend_never_imports_torch(tmp_path) -> None:
+    """torch is a quarter of a GiB of a worker's memory: with OpenVINO, chunking (the token
+    counts) and embedding go through `tokenizers` and the runtime alone."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, django; django.setup()\n"
+        "from ingestion.chunking import chunks_split\n"
+        "from ingestion.embedding import Embedder\n"
+        "model = Embedder(backend='openvino')\n"
+        f"chunks = chunks_split({LONG!r} * 4, embedder=model, size=100, overlap=10)\n"
+        "assert len(chunks) > 1 and all(c.token_count <= 100 for c in chunks), chunks\n"
+        "model.encode([c.text for c in chunks])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test", "FRESHET_VAR_DIR": str(tmp_path),
+           "EMBEDDING_EXPORT_DIR": str(settings.EMBEDDING_EXPORT_DIR)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
