@@ -1,6 +1,9 @@
 """The LanceDB engine's per-query cost, in process: kNN by LanceDB's exhaustive search against kNN
-in memory (ingestion/search_index/lancedb_vectors.py), and BM25, on a scratch index of SciFact
-abstracts with random unit vectors (the cost of a query does not depend on what the vectors mean).
+in memory (ingestion/search_index/lancedb_vectors.py), and BM25 by LanceDB's full-text index
+against BM25 in memory (lancedb_bm25.py), on a scratch index of SciFact abstracts with random unit
+vectors (the cost of a query does not depend on what the vectors mean). BM25 lists are compared
+by their scores, to float32's precision (SciFact abstracts repeat past 5,183 rows, so equal scores
+come in either order).
 
 Interleaved (each query through every path in turn); CPU time is the process's (all threads).
 
@@ -61,12 +64,13 @@ def main() -> None:
         "kNN LanceDB": lambda i: lance.knn(vectors[i], k=args.k, access=access),
         "kNN in memory": lambda i: memory.knn(vectors[i], k=args.k, access=access),
         "BM25 LanceDB": lambda i: lance.bm25(queries[i], k=args.k, access=access),
+        "BM25 in memory": lambda i: memory.bm25(queries[i], k=args.k, access=access),
     }
     for run in paths.values():  # warm up: open tables, take the snapshot
         run(0)
     wall = {name: [] for name in paths}
     cpu = {name: [] for name in paths}
-    agree = 0
+    agree = agree_bm25 = 0
     for i in range(len(queries)):
         for name, run in paths.items():
             started, started_cpu = time.perf_counter(), time.process_time()
@@ -77,8 +81,15 @@ def main() -> None:
                 expected = [h.chunk_id for h in hits]
             elif name == "kNN in memory":
                 agree += [h.chunk_id for h in hits] == expected
+            elif name == "BM25 LanceDB":
+                expected_scores = [h.score for h in hits]
+            elif name == "BM25 in memory":
+                scores = [h.score for h in hits]
+                same = len(scores) == len(expected_scores) and np.allclose(scores, expected_scores, rtol=1e-5)
+                agree_bm25 += bool(same)
     print(f"{args.rows} rows x {args.dimension} dimensions, {len(queries)} queries, k={args.k}, "
-          f"prefiltered by access; memory kNN equal to LanceDB's on {agree}/{len(queries)} queries")
+          f"prefiltered by access; memory kNN equal to LanceDB's on {agree}/{len(queries)} queries, "
+          f"memory BM25's scores on {agree_bm25}/{len(queries)}")
     for name in paths:
         p95 = sorted(wall[name])[int(0.95 * len(wall[name]))]
         print(f"  {name:14s} wall p50 {statistics.median(wall[name]):6.2f} ms  p95 {p95:6.2f} ms  "

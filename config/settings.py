@@ -301,6 +301,8 @@ EMBEDDING_EXPORT_DIR = Path(env_str("EMBEDDING_EXPORT_DIR", str(VAR_DIR / "encod
 # LanceDB: kNN by one matrix product over the table's vectors held in memory, for tables up to
 # this many rows (ingestion/search_index/lancedb_vectors.py); 0: always LanceDB's own search.
 SEARCH_INDEX_MEMORY_KNN_ROWS = env_int("SEARCH_INDEX_MEMORY_KNN_ROWS", 100_000, minimum=0)
+# And BM25 from an inverted index of the same snapshot (lancedb_bm25.py; ~2 KB a row); off: LanceDB's.
+SEARCH_INDEX_MEMORY_BM25 = env_bool("SEARCH_INDEX_MEMORY_BM25", True)
 
 # --- Ingestion ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/#file-upload-max-memory-size

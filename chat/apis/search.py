@@ -9,9 +9,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat.retrieval import search_for_user
+from chat.retrieval import SearchResult, search_for_user
 from chat.serializers import SearchInputSerializer, SearchOutputSerializer
 from ingestion.serializers import ErrorSerializer
+
+
+def search_result_data(result: SearchResult) -> dict:
+    """One result as SearchResultOutputSerializer writes it (the same fields, the same types)."""
+    return {
+        "chunk_id": str(result.chunk_id), "document_id": int(result.document_id), "source_id": int(result.source_id),
+        "source": str(result.source), "title": str(result.title), "text": str(result.text), "uri": str(result.uri),
+        "score": float(result.score), "highlight": str(result.highlight), "relevance": float(result.relevance),
+        "relevant": bool(result.relevant),
+    }
 
 
 class SearchApi(APIView):
@@ -39,4 +49,6 @@ class SearchApi(APIView):
         results = search_for_user(user=request.user, query=data["q"], k=data["k"], mode=data["mode"],
                                   source_id=data.get("source"))
         took_ms = round((time.perf_counter() - started) * 1000, 1)
-        return Response(SearchOutputSerializer({"results": results, "took_ms": took_ms}).data)
+        # The fields of SearchOutputSerializer (the documented schema), built directly: the
+        # serializer's per-field machinery cost about a millisecond of CPU for ten results.
+        return Response({"results": [search_result_data(result) for result in results], "took_ms": took_ms})

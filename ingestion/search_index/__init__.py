@@ -26,7 +26,8 @@ def search_index() -> SearchIndex:
     from ingestion.search_index.lancedb_engine import LanceDBIndex
 
     return LanceDBIndex(settings.SEARCH_INDEX_DIR, search_lag_seconds=settings.SEARCH_INDEX_SEARCH_LAG_SECONDS,
-                        memory_knn_rows=settings.SEARCH_INDEX_MEMORY_KNN_ROWS)
+                        memory_knn_rows=settings.SEARCH_INDEX_MEMORY_KNN_ROWS,
+                        memory_bm25=settings.SEARCH_INDEX_MEMORY_BM25)
 
 
 def search_index_reset() -> None:

@@ -76,9 +76,10 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
     name = "lancedb"
 
     def __init__(self, path: Path | str, *, search_lag_seconds: float = 0.0, table: str | None = None,
-                 memory_knn_rows: int = MEMORY_KNN_ROWS) -> None:
+                 memory_knn_rows: int = MEMORY_KNN_ROWS, memory_bm25: bool = True) -> None:
         """`table`: this one table (a generation being built); None: whichever the pointer names.
-        `memory_knn_rows`: kNN in memory for tables up to this many rows (lancedb_vectors.py; 0: never)."""
+        `memory_knn_rows`: kNN in memory for tables up to this many rows (lancedb_vectors.py; 0: never);
+        `memory_bm25`: BM25 in memory too for those tables (lancedb_bm25.py), else LanceDB's."""
         self.path = Path(path)
         self.search_lag = timedelta(seconds=max(0.0, float(search_lag_seconds)))
         self._lock = threading.Lock()
@@ -89,7 +90,7 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         self._table = None
         self._search_table = None
         self._indexes_ready = False
-        self._memory_knn = MemoryKnn(max_rows=memory_knn_rows)
+        self._memory_knn = MemoryKnn(max_rows=memory_knn_rows, bm25=memory_bm25)
 
     # --- plumbing ---------------------------------------------------------------------------
     def _db(self):
@@ -310,8 +311,12 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         table = self._open()
         if table is None or not text.strip():
             return []
+        searched = self._searched()
+        snapshot = self._memory_knn.snapshot(searched, name=self._name, fresh_for=self.search_lag.total_seconds())
+        if snapshot is not None and snapshot.terms is not None:
+            return self._memory_knn.bm25(snapshot, text, k=k, access=access)
         self._ensure_indexes(table)
-        query = self._searched().search(text, query_type="fts", fts_columns="body")
+        query = searched.search(text, query_type="fts", fts_columns="body")
         where = access_where(access)
         if where:
             query = query.where(where, prefilter=True)
@@ -322,7 +327,7 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         table = self._searched()
         if table is None:
             return []
-        snapshot = self._memory_knn.snapshot(table, name=self._name)
+        snapshot = self._memory_knn.snapshot(table, name=self._name, fresh_for=self.search_lag.total_seconds())
         if snapshot is not None:
             return self._memory_knn.search(snapshot, vector, k=k, access=access)
         query = table.search(list(vector), vector_column_name="vector").distance_type("cosine").nprobes(EXHAUSTIVE)

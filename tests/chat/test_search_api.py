@@ -136,3 +136,19 @@ def test_restricted_chunks_never_come_back_through_the_api(worker):
         assert outsider_client.get(URL, {"q": secret, "mode": mode, "source": restricted.pk}).status_code == 404
         results = member_client.get(URL, {"q": secret, "mode": mode, "k": 3}).json()["results"]
         assert results[0]["document_id"] == document.pk, mode
+
+
+def test_the_view_writes_results_as_the_output_serializer_does():
+    import numpy as np
+
+    from chat.apis.search import search_result_data
+    from chat.retrieval import SearchResult
+    from chat.serializers import SearchOutputSerializer
+
+    result = SearchResult(chunk_id="7-0", document_id=7, source_id=2, source="Docs", title="T", text="A passage.",
+                          uri="https://example.org/7", score=np.float32(0.5), highlight="A <mark>passage</mark>.",
+                          relevance=np.float64(0.25), relevant=np.bool_(True))
+    data = search_result_data(result)
+
+    assert data == SearchOutputSerializer({"results": [result], "took_ms": 1.0}).data["results"][0]
+    assert [type(v) for v in data.values()] == [str, int, int, str, str, str, str, float, str, float, bool]
