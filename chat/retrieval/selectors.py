@@ -12,9 +12,11 @@ from chat.retrieval.answerability import (
     content_terms,
     median,
     off_topic,
+    rare_overlap,
     relevance,
     relevance_threshold,
     term_overlap,
+    term_rarity,
 )
 from chat.retrieval.highlighting import highlight, query_terms
 from chat.retrieval.query_embedding import query_vector
@@ -113,15 +115,25 @@ def evidence_for(query: str, hits: list[SearchHit], *, bm25_hits: list[SearchHit
     cosines = {h.chunk_id: h.score for h in knn_hits}
     floor = min(cosines.values(), default=0.0)
     middle = median(list(cosines.values())[:10])
-    lexical = {h.chunk_id for h in bm25_hits}
+    lexical: dict[str, tuple[int, float]] = {}
+    for rank, h in enumerate(bm25_hits, start=1):
+        lexical.setdefault(h.chunk_id, (rank, h.score))
+    best_lexical = max((score for _, score in lexical.values()), default=0.0)
     terms = content_terms(query)
+    candidates = {h.chunk_id: f"{h.title} {h.text}" for h in [*bm25_hits, *knn_hits]}
+    rarity = term_rarity(terms, candidates.values())
     found = []
     for hit in hits:
         cosine = cosines.get(hit.chunk_id, floor)
+        passage = content_terms(f"{hit.title} {hit.text}")
+        rank, score = lexical.get(hit.chunk_id, (0, 0.0))
         found.append(Evidence(
             cosine=cosine, lead=cosine - middle,
-            overlap=term_overlap(terms, f"{hit.title} {hit.text}"),
+            overlap=term_overlap(terms, passage),
             both=1.0 if hit.chunk_id in cosines and hit.chunk_id in lexical else 0.0,
+            lexical_rank=1.0 / rank if rank else 0.0,
+            lexical_share=score / best_lexical if rank and best_lexical > 0 else 0.0,
+            rare_overlap=rare_overlap(terms, passage, rarity),
         ))
     return found
 
