@@ -17,12 +17,23 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 from ingestion.uploads import UploadBodyLimitMiddleware, daphne_body_limit_install  # noqa: E402
 
 if settings.FRESHET_WARM_UP:
+    import logging
     import threading
 
     from ingestion.embedding import embedder
+    from ingestion.search_index import search_index
 
-    # Load the embedding model while the server starts, not on the first question.
-    threading.Thread(target=lambda: embedder().encode(["warm up"]), name="warm-up", daemon=True).start()
+    def _warm_up() -> None:
+        # The embedding model and the index's in-memory snapshot, while the server starts, not
+        # on the first question. A failure here is the first search's to report.
+        try:
+            embedder().encode(["warm up"])
+            search_index().warm_up()
+        except Exception:
+            logging.getLogger("config.asgi").warning("Warm-up failed; the first search will load instead",
+                                                     exc_info=True)
+
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 # daphne spools a whole body to disk before the application sees it: refuse oversized uploads earlier.
 daphne_body_limit_install()

@@ -207,6 +207,11 @@ class SearchIndex(ABC):
 
     name: str = "abstract"
 
+    def warm_up(self) -> None:
+        """Load what the first search would otherwise wait for (a web process calls it while it
+        starts). Nothing by default."""
+        return None
+
     def upsert_documents(self, documents: Iterable[DocumentChunks]) -> None:
         """Write each document's chunks at its version and remove its other chunks (surplus
         ordinals, older versions): the one way chunks are written. A document of which the index

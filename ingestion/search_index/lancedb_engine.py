@@ -137,6 +137,13 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
                     self._table = table
         return self._table
 
+    def warm_up(self) -> None:
+        """Take the in-memory snapshot (vectors and the BM25 inverted index: ~1 s for 10,000
+        chunks) now, not on the first search."""
+        table = self._searched()
+        if table is not None:
+            self._memory_knn.snapshot(table, name=self._name)
+
     def _searched(self):
         """The table as `bm25` and `knn` read it. Without a search lag, the same handle as
         everything else: each search first looks for a newer table version (another process's

@@ -101,3 +101,15 @@ def test_with_a_search_lag_it_sees_a_write_once_the_lag_has_passed(tmp_path) -> 
         time.sleep(0.05)
     assert ids(lagged.bm25("zeppelin", k=1, access=AccessFilter.staff())) == ["2-0"]
     assert ids(lagged.knn(chunk(2, 0, "").vector, k=1, access=AccessFilter.staff())) == ["2-0"]
+
+
+def test_warming_up_takes_the_snapshot_the_first_search_would_take(pair, tmp_path):
+    memory, _ = pair
+    fresh = LanceDBIndex(tmp_path / "lancedb")  # a new process's index: nothing held yet
+    assert fresh._memory_knn._held is None
+    fresh.warm_up()
+    held = fresh._memory_knn._held
+    assert held is not None and held.terms is not None and len(held.hits["id"]) == 120
+    assert fresh.bm25("glaciers river", k=5, access=AccessFilter.staff())
+    assert fresh._memory_knn._held is held  # the search used the warmed snapshot
+    LanceDBIndex(tmp_path / "empty").warm_up()  # nothing indexed: nothing to take, no error
