@@ -47,14 +47,14 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Fitted by `benchmarks/answerability.py --fit` on SciFact train (see the module docstring).
 # The model's inputs are FEATURES, each an Evidence field or a product of two ("a*b").
 COEFFICIENTS: dict[str, float] = {
-    "bias": -3.98,
-    "cosine": -1.238,
-    "lead": 9.322,
-    "overlap": -0.338,
-    "both": 0.385,
-    "lexical_rank": 0.457,
-    "cosine*rare_overlap": 6.843,
-    "lexical_share": 0.905,
+    "bias": -3.856,
+    "cosine": -0.963,
+    "lead": 8.992,
+    "overlap": -0.35,
+    "both": 0.276,
+    "lexical_rank": 0.525,
+    "cosine*rare_overlap": 6.756,
+    "lexical_share": 0.728,
 }
 FEATURES: tuple[str, ...] = ("cosine", "lead", "overlap", "both", "lexical_rank", "cosine*rare_overlap",
                              "lexical_share")
