@@ -52,6 +52,19 @@ def _fresh_throttles():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Every test its own channel layer object: channels_redis keeps state per event loop (the
+    receive lock, connection pools), and each test's async_to_sync runs on a loop of its own; a
+    layer carried over from an earlier test's loop once failed a socket test with "Lock ... is
+    bound to a different event loop"."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _celery_configured():
     """Load the Celery app's configuration once, before any test overrides settings."""
