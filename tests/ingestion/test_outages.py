@@ -27,6 +27,12 @@ from tests.faults import RedisServer, TcpForwarder
 pytestmark = pytest.mark.worker
 
 STUCK_SECONDS = 30  # the sweep's timeout in this module's worker (the smallest allowed)
+# A batch killed by the outage keeps its documents' claims until they expire (its process could
+# not release them with Redis down): 300 s by default, longer than the tests wait. Here 60 s, so
+# every queue's hard time limit goes under it (the settings refuse a claim that a running batch
+# could outlive; the parse limit under the parse queue's soft limit).
+CLAIM_SECONDS = 60
+TIME_LIMITS = {f"PIPELINE_TIME_LIMIT_{queue.upper()}": "45,55" for queue in settings.FRESHET_QUEUES}
 
 
 class Outages:
@@ -39,6 +45,7 @@ class Outages:
         base = _worker_env()
         self.env = {**base, "REDIS_URL": self.redis.url, "CELERY_BROKER_URL": self.redis.url,
                     "PIPELINE_SWEEP_SECONDS": "5", "PIPELINE_STUCK_SECONDS": str(STUCK_SECONDS),
+                    "PIPELINE_BATCH_CLAIM_SECONDS": str(CLAIM_SECONDS), **TIME_LIMITS, "PARSE_TIME_LIMIT_SECONDS": "30",
                     "EVENT_RETRY_BACKOFF_MAX": "4"}
         # The worker reaches PostgreSQL through the forwarder; the ingest command directly.
         self.worker_env = {**self.env, "DATABASE_URL": base["DATABASE_URL"].replace(
@@ -90,7 +97,15 @@ class Outages:
                 return False
             return not any(queues.llen(f"{settings.REDIS_KEY_PREFIX}{q}") for q in settings.FRESHET_QUEUES)
 
-        wait_for(done, timeout=timeout, interval=0.5, message=f"the documents of {source.name} to settle")
+        try:
+            wait_for(done, timeout=timeout, interval=0.5, message=f"the documents of {source.name} to settle")
+        except pytest.fail.Exception:
+            # Say where it stands: each unsettled document, the queues, the end of the worker's log.
+            left = list(source.documents.exclude(status__in=[Document.Status.INDEXED, Document.Status.FAILED])
+                        .values_list("pk", "status", "version", "updated_at"))
+            depth = {q: queues.llen(f"{settings.REDIS_KEY_PREFIX}{q}") for q in settings.FRESHET_QUEUES}
+            pytest.fail(f"Documents of {source.name} not settled after {timeout}s: {left}; queues {depth}; "
+                        f"worker log:\n{self.log.read_text()[-6000:]}")
         return list(source.documents.all())
 
     def worker_log(self) -> str:
