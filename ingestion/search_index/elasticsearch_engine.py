@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
@@ -308,27 +308,31 @@ class ElasticsearchIndex(ElasticsearchGenerations, SearchIndex):
         # Elasticsearch scores cosine as (1 + cos) / 2; report cos, as LanceDB's 1 - distance is.
         return self._hits(self._search(knn=knn, size=k), lambda score: 2.0 * score - 1.0)
 
-    @classified
-    def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:
-        query = {"match_all": {}} if document_id is None else {"term": {"document_id": int(document_id)}}
-        versions: dict[str, int] = {}
+    def _listed(self, query: dict[str, Any], fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every hit of `query` (its `_id` and `_source` of `fields`), in pages of PAGE by id
+        (search_after); none when there is no index."""
         after: list[Any] | None = None
         while True:
             page: dict[str, Any] = {"search_after": after} if after else {}
             try:
                 response = self._es().search(
                     index=self.alias, query=query, sort=[{"id": "asc"}], size=PAGE,
-                    source=["version"], track_total_hits=False, **page,
+                    source=fields, track_total_hits=False, **page,
                 )
             except NotFoundError as error:
                 if index_missing(error):
-                    return {}
+                    return
                 raise
             rows = response["hits"]["hits"]
-            versions.update((row["_id"], int(row["_source"]["version"])) for row in rows)
+            yield from rows
             if len(rows) < PAGE:
-                return versions
+                return
             after = rows[-1]["sort"]
+
+    @classified
+    def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:
+        query = {"match_all": {}} if document_id is None else {"term": {"document_id": int(document_id)}}
+        return {row["_id"]: int(row["_source"]["version"]) for row in self._listed(query, ["version"])}
 
     @classified
     def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:

@@ -8,43 +8,22 @@ the client and the state (`alias`, `_dimension`, `_fields_ready`, `_lock`)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from elasticsearch import NotFoundError
 
 import ingestion.search_index.base as base
 from ingestion.search_index.base import SearchIndex
-from ingestion.search_index.elasticsearch_errors import classified, index_missing
+from ingestion.search_index.elasticsearch_errors import classified
 from ingestion.search_index.elasticsearch_mapping import FIRST_GENERATION, generation_index
-
-PAGE = 1000
 
 
 class ElasticsearchGenerations:
     @classified
     def chunks_listed(self, *, source_id: int | None = None) -> dict[str, base.HeldChunk]:
         query = {"match_all": {}} if source_id is None else {"term": {"source_id": int(source_id)}}
-        held: dict[str, base.HeldChunk] = {}
-        after: list[Any] | None = None
-        while True:
-            page: dict[str, Any] = {"search_after": after} if after else {}
-            try:
-                response = self._es().search(
-                    index=self.alias, query=query, sort=[{"id": "asc"}], size=PAGE,
-                    source=["document_id", "source_id", "version"], track_total_hits=False, **page,
-                )
-            except NotFoundError as error:
-                if index_missing(error):
-                    return {}
-                raise
-            rows = response["hits"]["hits"]
-            for row in rows:
-                fields = row["_source"]
-                held[row["_id"]] = base.HeldChunk(int(fields["document_id"]), int(fields["source_id"]),
-                                                  int(fields["version"]))
-            if len(rows) < PAGE:
-                return held
-            after = rows[-1]["sort"]
+        return {row["_id"]: base.HeldChunk(int(row["_source"]["document_id"]), int(row["_source"]["source_id"]),
+                                           int(row["_source"]["version"]))
+                for row in self._listed(query, ["document_id", "source_id", "version"])}
 
     @classified
     def index_model(self) -> str | None:
