@@ -27,7 +27,6 @@ from ingestion.search_index.base import (
     ChunkRecord,
     ChunkRemoval,
     DocumentChunks,
-    HeldChunk,
     HeldVersions,
     SearchHit,
     SearchIndex,
@@ -36,7 +35,7 @@ from ingestion.search_index.base import (
     documents_newer,
     search_hit,
 )
-from ingestion.search_index.lancedb_generations import POINTER, TABLE, LanceDBGenerations
+from ingestion.search_index.lancedb_generations import TABLE, LanceDBGenerations
 from ingestion.search_index.lancedb_vectors import MemoryKnn
 
 logger = logging.getLogger(__name__)
@@ -354,17 +353,6 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         rows = query.select(["id", "version"]).limit(None).to_list()
         return {row["id"]: row["version"] for row in rows}
 
-    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
-        table = self._open()
-        if table is None:
-            return {}
-        query = table.search()
-        if source_id is not None:
-            query = query.where(f"source_id = {int(source_id)}")
-        rows = query.select(["id", "document_id", "source_id", "version"]).limit(None).to_list()
-        return {row["id"]: HeldChunk(int(row["document_id"]), int(row["source_id"]), int(row["version"]))
-                for row in rows}
-
     def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:
         table = self._open()
         if table is None or not ids:
@@ -406,17 +394,3 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
             return False
         self.optimize()
         return True
-
-    def drop(self) -> None:
-        with self._lock:
-            db = self._db()
-            names = set(db.list_tables().tables)
-            # The whole index: every generation (and the pointer) when following it, else this table.
-            dropping = {self._fixed} if self._fixed else {n for n in names if n == TABLE or n.startswith(f"{TABLE}-g")}
-            for name in sorted(dropping & names):
-                db.drop_table(name)
-            if not self._fixed:
-                (self.path / POINTER).unlink(missing_ok=True)
-                self._pointer_seen, self._pointer, self._name = None, {}, TABLE
-            self._table = self._search_table = None
-            self._indexes_ready = False

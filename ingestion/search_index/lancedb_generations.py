@@ -1,7 +1,8 @@
 """The LanceDB engine's generations (SearchIndex.generation_*): each is a table, `chunks` the
 first, `chunks-gN` the Nth, and a pointer file names the one that serves. Every handle that follows
 the pointer (the engine built without a fixed `table`) checks it, a `stat`, before each call, and
-moves to the new table when a rebuild switched it. A mixin of LanceDBIndex, which holds the state
+moves to the new table when a rebuild switched it. Also the listing of every chunk held (for
+reconciliation and rebuilds) and dropping the whole index. A mixin of LanceDBIndex, which holds the state
 (`path`, `_fixed`, `_name`, `_pointer*`, the table handles)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from ingestion.search_index.base import SearchIndex
+from ingestion.search_index.base import HeldChunk, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,31 @@ POINTER = "generation.json"
 
 
 class LanceDBGenerations:
+    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
+        table = self._open()
+        if table is None:
+            return {}
+        query = table.search()
+        if source_id is not None:
+            query = query.where(f"source_id = {int(source_id)}")
+        rows = query.select(["id", "document_id", "source_id", "version"]).limit(None).to_list()
+        return {row["id"]: HeldChunk(int(row["document_id"]), int(row["source_id"]), int(row["version"]))
+                for row in rows}
+
+    def drop(self) -> None:
+        with self._lock:
+            db = self._db()
+            names = set(db.list_tables().tables)
+            # The whole index: every generation (and the pointer) when following it, else this table.
+            dropping = {self._fixed} if self._fixed else {n for n in names if n == TABLE or n.startswith(f"{TABLE}-g")}
+            for name in sorted(dropping & names):
+                db.drop_table(name)
+            if not self._fixed:
+                (self.path / POINTER).unlink(missing_ok=True)
+                self._pointer_seen, self._pointer, self._name = None, {}, TABLE
+            self._table = self._search_table = None
+            self._indexes_ready = False
+
     def _pointer_read(self) -> dict[str, Any]:
         """The pointer file's content ({} when there is none: generation 1, the table `chunks`);
         read again only when the file changed (a stat per call)."""
