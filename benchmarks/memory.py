@@ -16,13 +16,13 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
-from _stack import ROOT, django_setup, worker
+from _stack import django_setup, worker
 from freshness import document_text
+from push import daphne as daphne_start
+from push import free_port
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -39,21 +39,9 @@ def children(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def daphne(env: dict[str, str], port: int):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """push.py's daphne (started, answering), stopped after the block."""
+    process = daphne_start(env, port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/api/health/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("daphne did not start.") from None
-                time.sleep(0.5)
         yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -73,7 +61,6 @@ def main() -> None:
 
     from ingestion.models import Document, Source
     from ingestion.services import document_ingest
-    from tests.faults import free_port
 
     user = get_user_model().objects.create_user("memory-benchmark", is_staff=True, is_superuser=True)
     token = Token.objects.create(user=user).key
