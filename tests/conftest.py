@@ -125,6 +125,9 @@ def daphne_running(env: dict[str, str], log_path: Path):
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+_session_worker: list[subprocess.Popen] = []  # the session's worker process, once started
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real `celery worker` process on every Freshet queue, stopped at the end of the session."""
@@ -143,7 +146,9 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         return app.control.ping(timeout=0.5)
 
     wait_for(ready, timeout=120, message="the Celery worker to answer ping")
+    _session_worker.append(process)
     yield process
+    _session_worker.clear()
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
@@ -169,6 +174,25 @@ def worker_idle(timeout: float = 180) -> None:
         return not any(tasks for state in busy for tasks in state.values())
 
     wait_for(idle, timeout=timeout, interval=0.5, message="the worker to finish its tasks")
+
+
+@pytest.fixture(autouse=True)
+def _worker_settled_before_the_flush(request):
+    """A transactional test that commits a document queues work for the session's worker even if
+    it did not ask for one (the signal publishes after commit). Once that worker runs, every such
+    test waits for it to finish before its database is flushed: a TRUNCATE under a running task
+    deadlocks, and the flush fails the test ("Database ... couldn't be flushed", seen in CI on
+    test_idor). The database fixture is set up before this one (the django_db marker's autouse
+    fixture comes first; a requested transactional_db is taken here), so this teardown runs
+    before the flush."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    yield
+    if transactional and _session_worker and _session_worker[0].poll() is None:
+        worker_idle()
 
 
 @pytest.fixture
