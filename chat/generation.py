@@ -26,6 +26,10 @@ from config.exceptions import ApplicationError
 logger = logging.getLogger(__name__)
 
 
+# A pooled connection the server had closed: the request failed before any answer (never a timeout).
+STALE_CONNECTION = (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError, ConnectionResetError)
+
+
 class GenerationError(ApplicationError):
     """The language model could not answer; the message says why in words a person can act on."""
 
@@ -48,19 +52,31 @@ class LanguageModel:
         deadline = time.monotonic() + self.total_timeout
         client = InferenceClient(base_url=self.base_url, api_key=self.token or None, timeout=self.timeout)
         try:
-            chunks = client.chat_completion(messages, model=self.model, stream=True, max_tokens=max_tokens,
-                                            temperature=self.temperature)
-            for chunk in chunks:
-                if not chunk.choices:
-                    continue
-                delta = chunk.choices[0].delta
-                piece = delta.content if delta is not None else None
-                if piece:
-                    yield piece
-                if time.monotonic() > deadline:
-                    raise GenerationError(
-                        f"The language model took longer than {self.total_timeout:g} s (LLM_TOTAL_TIMEOUT)."
-                    )
+            yielded = False
+            for attempt in (1, 2):
+                try:
+                    chunks = client.chat_completion(messages, model=self.model, stream=True, max_tokens=max_tokens,
+                                                    temperature=self.temperature)
+                    for chunk in chunks:
+                        if not chunk.choices:
+                            continue
+                        delta = chunk.choices[0].delta
+                        piece = delta.content if delta is not None else None
+                        if piece:
+                            yielded = True
+                            yield piece
+                        if time.monotonic() > deadline:
+                            raise GenerationError(
+                                f"The language model took longer than {self.total_timeout:g} s (LLM_TOTAL_TIMEOUT)."
+                            )
+                    break
+                except STALE_CONNECTION as error:
+                    # huggingface_hub pools connections process-wide: one the server closed while
+                    # idle (keep-alive expiry) fails the next request before it is answered. Once,
+                    # and only before any piece came, the request goes again on a new connection.
+                    if yielded or attempt == 2:
+                        raise
+                    logger.info("Retrying the language model on a new connection: %s", type(error).__name__)
         except GenerationError:
             raise
         except (InferenceTimeoutError, httpx2.TimeoutException, httpx.TimeoutException, TimeoutError) as error:

@@ -93,6 +93,10 @@ class FakeHandler(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions":
             return self.reply(404, {"error": "not found"})
         mode = self.server.mode
+        if self.server.drops:  # a connection closed with no answer, as a stale pooled one is
+            self.server.drops -= 1
+            self.close_connection = True
+            return
         if mode == "500":
             return self.reply(500, {"error": "the model crashed"})
         if mode == "slow":
@@ -132,6 +136,7 @@ def fake_llm():
     server.mode = "ok"
     server.script = ["The Aurora glacier ", "is forty-two kilometres long [1]", " and old [7]."]
     server.requests = []
+    server.drops = 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -185,6 +190,21 @@ def test_a_server_that_is_down_is_named_and_the_answer_quotes_the_documents():
     assert "forty-two kilometres long" in text and "[1]" in text
     assert plan.mode == Message.Mode.EXTRACTIVE
     assert "Cannot reach the language model" in plan.notice and "quotes your documents" in plan.notice
+
+
+def test_a_connection_closed_before_any_answer_is_tried_once_more(fake_llm):
+    """A pooled connection the server had closed fails the next request with no answer at all
+    (seen in CI: RemoteProtocolError, and the chat fell back to quoting): the request goes again,
+    once; a server that keeps closing is still an error."""
+    model = LanguageModel(base_url=fake_llm.base_url, model="m", timeout=5)
+    fake_llm.drops = 1
+    assert list(model.stream([{"role": "user", "content": "hi"}], max_tokens=16)) == fake_llm.script
+    assert [path for path, _ in fake_llm.requests] == ["/v1/chat/completions"] * 2
+
+    fake_llm.drops = 2
+    with pytest.raises(GenerationError, match="Cannot reach the language model"):
+        list(model.stream([{"role": "user", "content": "hi"}], max_tokens=16))
+    assert len(fake_llm.requests) == 4 and fake_llm.drops == 0
 
 
 def test_http_500_is_a_clear_error(fake_llm):
