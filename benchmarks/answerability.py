@@ -19,7 +19,11 @@ The corpus goes into two sources, one per half, so both protocols share one inde
 searches one source; BM25's document frequencies still count the whole table, a small
 difference from an index of half the corpus).
 
-    .venv/bin/python benchmarks/answerability.py --var-dir /tmp/freshet-answerability [--fit]
+    .venv/bin/python benchmarks/answerability.py --var-dir /tmp/freshet-answerability [--fit] [--cv 12]
+
+`--cv SEEDS` prints protocol 2 cross-validated within train (what features are chosen by, so
+that each model shipped is looked at on test once); `--features a,b*c` fits and cross-validates
+another set of Evidence fields and products instead of FEATURES.
 
 The stack (database, index) is kept in --var-dir, so a second run reuses the index and the
 features measured (var-dir/features.json; --refresh measures again).
@@ -34,11 +38,15 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import django_setup, worker  # noqa: E402
+
+if TYPE_CHECKING:
+    from chat.retrieval.answerability import Evidence
 
 DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "scifact"
 OFFTOPIC = Path(__file__).resolve().parent / "data" / "offtopic_questions.txt"
@@ -116,11 +124,83 @@ def features_measure(questions: dict[str, str], *, sources) -> dict[str, list[di
     return out
 
 
-# --- Scoring ------------------------------------------------------------------------------------
-def relevances(rows: list[dict], coefficients: dict[str, float]) -> list[float]:
-    from chat.retrieval.answerability import EVIDENCE, Evidence, relevance
 
-    return [relevance(Evidence(**{name: r[name] for name in EVIDENCE}), coefficients) for r in rows]
+def evidence_cpu(questions: dict[str, str], *, sources, rounds: int = 2) -> list[float]:
+    """CPU ms of each `evidence_for` call (and the relevance of its passages), on the candidate
+    lists retrieval makes for `questions` (fetched first, outside what is timed)."""
+    from chat.retrieval import query_vector
+    from chat.retrieval.answerability import relevance
+    from chat.retrieval.ranking import default_fusion, fuse
+    from chat.retrieval.selectors import evidence_for
+    from ingestion.search_index import AccessFilter, search_index
+
+    access = AccessFilter(everything=True, source_ids=tuple(s.pk for s in sources))
+    index, depth = search_index(), default_fusion().candidates
+    lists = []
+    for text in questions.values():
+        bm25, knn = index.bm25(text, k=depth, access=access), index.knn(query_vector(text), k=depth, access=access)
+        lists.append((text, fuse({"bm25": bm25, "knn": knn})[:K], bm25, knn))
+    cpu = []
+    for _ in range(rounds):
+        for text, hits, bm25, knn in lists:
+            started = time.process_time()
+            [relevance(e) for e in evidence_for(text, hits, bm25_hits=bm25, knn_hits=knn)]
+            cpu.append((time.process_time() - started) * 1000)
+    return cpu
+
+# --- Scoring ------------------------------------------------------------------------------------
+def evidence(row: dict) -> Evidence:
+    from chat.retrieval.answerability import EVIDENCE, Evidence
+
+    return Evidence(**{name: row[name] for name in EVIDENCE})
+
+
+def relevances(rows: list[dict], coefficients: dict[str, float]) -> list[float]:
+    from chat.retrieval.answerability import relevance
+
+    return [relevance(evidence(r), coefficients) for r in rows]
+
+
+def design(rows: list[dict], features: tuple[str, ...]) -> np.ndarray:
+    """The model's inputs, a bias column first."""
+    return np.array([[1.0] + [evidence(r).feature(name) for name in features] for r in rows])
+
+
+def training_rows(halfm: dict, train_off: dict, qrels, answerable: list[str],
+                  unanswerable: list[str]) -> tuple[list[dict], list[float]]:
+    """The passages to fit on and their labels: of the answerable questions, a passage of a judged
+    abstract answers and the others do not; no passage of the unanswerable and of the train
+    split's own off-topic questions does."""
+    rows, labels = [], []
+    for qid in answerable:
+        rows += halfm[qid]
+        labels += [1.0 if row["doc"] in judged(qrels, qid) else 0.0 for row in halfm[qid]]
+    for found in [*(halfm[qid] for qid in unanswerable), *train_off.values()]:
+        rows += found
+        labels += [0.0] * len(found)
+    return rows, labels
+
+
+def cross_validated(halfm: dict, train_off: dict, qrels, answerable: list[str], unanswerable: list[str], *,
+                    features: tuple[str, ...], seeds: int, folds: int = 5) -> tuple[float, float]:
+    """Protocol 2 within train: the questions (and the train off-topic ones) in `folds` random
+    folds, each scored by a model fitted on the others; the unanswerable abstained at the
+    threshold answering 90% of the held-out answerable, mean and standard error over folds and
+    seeds. What features are chosen by, so the test figures are looked at once."""
+    results = []
+    for seed in range(seeds):
+        shuffled = [list(group) for group in (answerable, unanswerable, train_off)]
+        for group in shuffled:
+            random.Random(seed).shuffle(group)
+        for fold in range(folds):
+            fit_a, fit_u, fit_o = ([q for i, q in enumerate(group) if i % folds != fold] for group in shuffled)
+            rows, labels = training_rows(halfm, {q: train_off[q] for q in fit_o}, qrels, fit_a, fit_u)
+            w = logistic_fit(design(rows, features), np.array(labels))
+            weights = {"bias": float(w[0]), **dict(zip(features, map(float, w[1:]), strict=True))}
+            held_a, held_u = ([q for i, q in enumerate(group) if i % folds == fold] for group in shuffled[:2])
+            t = threshold_for([best(halfm[q], weights) for q in held_a], 0.90)
+            results.append(float(np.mean([best(halfm[q], weights) < t for q in held_u])))
+    return float(np.mean(results)), float(np.std(results) / np.sqrt(len(results)))
 
 
 GATE = {"cosine": 0.0}  # CHAT_MIN_COSINE in force: set in main()
@@ -177,6 +257,12 @@ def main() -> None:
     parser.add_argument("--dataset", default=str(DATASET))
     parser.add_argument("--fit", action="store_true", help="Fit the relevance model on train and print it.")
     parser.add_argument("--refresh", action="store_true", help="Measure the features again.")
+    parser.add_argument("--cv", type=int, default=0, metavar="SEEDS",
+                        help="Print protocol 2's 5-fold cross-validation within train, over SEEDS shuffles.")
+    parser.add_argument("--features", default="",
+                        help="The model's inputs for --fit and --cv, comma-separated (default: FEATURES).")
+    parser.add_argument("--time-evidence", action="store_true",
+                        help="Print the CPU of the evidence (evidence_for) per test question, half index.")
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--half-only", action="store_true",
                         help="Index (and search) only the first half; protocol 1 then counts the test questions "
@@ -185,7 +271,7 @@ def main() -> None:
 
     env = stack_setup(args.var_dir)
     from chat.evaluation import beir_load
-    from chat.retrieval.answerability import COEFFICIENTS, EVIDENCE, FEATURES, Evidence
+    from chat.retrieval.answerability import COEFFICIENTS, EVIDENCE, FEATURES
 
     test, train = beir_load(args.dataset, split="test"), beir_load(args.dataset, split="train")
     offtopic = {f"off-{i}": q for i, q in enumerate(offtopic_questions())}
@@ -215,29 +301,25 @@ def main() -> None:
         if "train_off" not in measured:  # off-topic questions for fitting, added after the first runs
             measured["train_off"] = features_measure(offtopic_train, sources=sources[:1])
             cache.write_text(json.dumps(measured))
+        if args.time_evidence:
+            cpu = evidence_cpu(test.queries, sources=sources[:1])
+            print(f"evidence_for CPU per call, {len(test.queries)} test questions x 2 rounds (half index): mean "
+                  f"{np.mean(cpu):.2f} ms, median {np.median(cpu):.2f} ms", flush=True)
     full, halfm = measured["full"], measured["half"]
     train_ans, train_unans = split_answerable(train.qrels, train.queries, half)
     test_ans, test_unans = split_answerable(test.qrels, test.queries, half)
 
     coefficients = dict(COEFFICIENTS)
+    features = tuple(args.features.split(",")) if args.features else FEATURES
+    if args.cv:
+        mean, error = cross_validated(halfm, measured["train_off"], train.qrels, train_ans, train_unans,
+                                      features=features, seeds=args.cv)
+        print(f"5-fold cross-validation on train ({args.cv} seeds), unanswerable abstained at 90% of the held-out "
+              f"answerable answered: {mean:.1%} ± {error:.1%}  [{', '.join(features)}]")
     if args.fit:
-        rows, labels = [], []
-        for qid in train_ans:  # a passage of a judged abstract answers; the other passages do not
-            for row in halfm[qid]:
-                rows.append(row)
-                labels.append(1.0 if row["doc"] in judged(train.qrels, qid) else 0.0)
-        for qid in train_unans:
-            for row in halfm[qid]:
-                rows.append(row)
-                labels.append(0.0)
-        for found in measured["train_off"].values():  # the train split's own off-topic questions
-            for row in found:
-                rows.append(row)
-                labels.append(0.0)
-        x = np.array([[1.0] + [Evidence(**{n: r[n] for n in EVIDENCE}).feature(name) for name in FEATURES]
-                      for r in rows])
-        w = logistic_fit(x, np.array(labels))
-        coefficients = {"bias": float(w[0]), **{name: float(v) for name, v in zip(FEATURES, w[1:], strict=True)}}
+        rows, labels = training_rows(halfm, measured["train_off"], train.qrels, train_ans, train_unans)
+        w = logistic_fit(design(rows, features), np.array(labels))
+        coefficients = {"bias": float(w[0]), **{name: float(v) for name, v in zip(features, w[1:], strict=True)}}
         print("fitted on train (paste into chat/retrieval/answerability.py COEFFICIENTS):")
         print("  " + json.dumps({k: round(v, 3) for k, v in coefficients.items()}))
         print(f"  {len(rows)} passages, {int(sum(labels))} answering")
@@ -294,6 +376,9 @@ def main() -> None:
         a, c, u = rates(t, test_ans, test_unans, test.qrels)
         print(f"  threshold {t:.3f} ({name}): answerable answered {a:.1%} (judged abstract first {c:.1%}), "
               f"unanswerable abstained {u:.1%}")
+    a, c, u = rates(t2, train_ans, train_unans, train.qrels)
+    print(f"  train itself (in sample) at {t2:.3f}: answerable answered {a:.1%} (judged abstract first {c:.1%}), "
+          f"unanswerable abstained {u:.1%}")
     tc = threshold_for([max((r["cosine"] for r in halfm[q]), default=0) for q in test_ans], 0.90)
     abst = np.mean([max((r["cosine"] for r in halfm[q]), default=0) < tc for q in test_unans])
     print(f"  baseline, plain best cosine at 90% of test answerable answered: unanswerable abstained {abst:.1%}")

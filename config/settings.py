@@ -463,7 +463,7 @@ CHAT_EXTRACTIVE_SENTENCES = env_int("CHAT_EXTRACTIVE_SENTENCES", 3, minimum=1)
 # Abstention (chat/retrieval/answerability.py): a passage whose calibrated relevance is below this
 # is no evidence of an answer; with none above it the chat says the sources do not say, and the
 # search API marks results `relevant: false`. Chosen on SciFact train (benchmarks/answerability.py).
-CHAT_RELEVANCE_THRESHOLD = env_float("CHAT_RELEVANCE_THRESHOLD", 0.053)
+CHAT_RELEVANCE_THRESHOLD = env_float("CHAT_RELEVANCE_THRESHOLD", 0.047)
 CHAT_MIN_COSINE = env_float("CHAT_MIN_COSINE", 0.382)  # best question-passage cosine below it: off-topic
 if not 0.0 <= CHAT_RELEVANCE_THRESHOLD <= 1.0:
     raise SettingsError(f"CHAT_RELEVANCE_THRESHOLD is a probability: 0..1, not {CHAT_RELEVANCE_THRESHOLD}.")

@@ -120,12 +120,22 @@ def evidence_for(query: str, hits: list[SearchHit], *, bm25_hits: list[SearchHit
         lexical.setdefault(h.chunk_id, (rank, h.score))
     best_lexical = max((score for _, score in lexical.values()), default=0.0)
     terms = content_terms(query)
-    candidates = {h.chunk_id: f"{h.title} {h.text}" for h in [*bm25_hits, *knn_hits]}
-    rarity = term_rarity(terms, candidates.values())
+    candidates = {h.chunk_id: h for h in [*bm25_hits, *knn_hits]}
+    rarity = term_rarity(terms, [f"{h.title} {h.text}" for h in candidates.values()])
+    at = {(h.document_id, h.ordinal): h for h in candidates.values()}
+    passages: dict[str, frozenset[str]] = {}
+
+    def passage_terms(h: SearchHit) -> frozenset[str]:
+        if h.chunk_id not in passages:
+            passages[h.chunk_id] = content_terms(f"{h.title} {h.text}")
+        return passages[h.chunk_id]
+
     found = []
     for hit in hits:
         cosine = cosines.get(hit.chunk_id, floor)
-        passage = content_terms(f"{hit.title} {hit.text}")
+        passage = passage_terms(hit)
+        adjacent = passage.union(*(passage_terms(at[(hit.document_id, hit.ordinal + step)]) for step in (-1, 1)
+                                   if (hit.document_id, hit.ordinal + step) in at))
         rank, score = lexical.get(hit.chunk_id, (0, 0.0))
         found.append(Evidence(
             cosine=cosine, lead=cosine - middle,
@@ -134,6 +144,7 @@ def evidence_for(query: str, hits: list[SearchHit], *, bm25_hits: list[SearchHit
             lexical_rank=1.0 / rank if rank else 0.0,
             lexical_share=score / best_lexical if rank and best_lexical > 0 else 0.0,
             rare_overlap=rare_overlap(terms, passage, rarity),
+            adjacent_rare_overlap=rare_overlap(terms, adjacent, rarity),
         ))
     return found
 
