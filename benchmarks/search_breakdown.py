@@ -30,6 +30,7 @@ figures count them).
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -104,7 +105,7 @@ def main() -> None:
     from rest_framework.test import APIRequestFactory
 
     from chat.apis.search import SearchApi
-    from chat.retrieval import fuse, query_vector, search_for_user
+    from chat.retrieval import fuse, highlight, query_terms, query_vector, search_for_user
     from chat.retrieval.answerability import relevance
     from chat.retrieval.selectors import evidence_for
     from chat.serializers import SearchInputSerializer, SearchOutputSerializer
@@ -156,8 +157,29 @@ def main() -> None:
         hits = fuse({"bm25": bm25_hits, "knn": knn_hits})[: args.k]
         [relevance(e) for e in evidence_for(query, hits, bm25_hits=bm25_hits, knn_hits=knn_hits)]
 
+    try:  # the prepared-statement lookup the search view uses (absent from older trees)
+        from config.authentication import token_with_user
+    except ImportError:
+        token_with_user = None
+    cut_at_fusion = "limit" in inspect.signature(fuse).parameters
+
+    def fused_top_k(query: str) -> list:
+        """Fusion as retrieval_run calls it for a query whose candidates have no votes."""
+        bm25_hits, knn_hits = lists(query)
+        if cut_at_fusion:
+            return fuse({"bm25": bm25_hits, "knn": knn_hits}, limit=args.k)
+        return fuse({"bm25": bm25_hits, "knn": knn_hits})[: args.k]
+
+    top = {q: fused_top_k(q) for q in queries}
+
+    def highlighting(query: str) -> list[str]:
+        terms = query_terms(query)
+        return [highlight(hit.text, terms) for hit in top[query]]
+
     stages: dict[str, Callable[[str], object]] = {
-        "authentication (token lookup)": lambda q: Token.objects.select_related("user").get(key=token),
+        "authentication (ORM token lookup)": lambda q: Token.objects.select_related("user").get(key=token),
+        **({"authentication (prepared statement)": lambda q: token_with_user(Token, token)}
+           if token_with_user else {}),
         "throttling (cache get + set)": throttle,
         "input serializer": lambda q: SearchInputSerializer(data={"q": q, "source": source_id}).is_valid(),
         "query embedding, uncached": lambda q: embedder().encode([q]),
@@ -167,6 +189,8 @@ def main() -> None:
         "kNN, LanceDB": lambda q: lance.knn(query_vector(q), k=depth, access=access),
         "kNN, in memory": lambda q: index.knn(query_vector(q), k=depth, access=access),
         "fusion (convex, 2 x 100)": lambda q: fuse({"bm25": lists(q)[0], "knn": lists(q)[1]}),
+        "fusion, top k kept": fused_top_k,
+        "highlighting (top k)": highlighting,
         "answerability evidence (top k)": evidence,
         "search_for_user (whole retrieval)": lambda q: search_for_user(user=user, query=q, k=args.k,
                                                                        source_id=source_id),

@@ -4,16 +4,20 @@ attribution) share: where a sentence ends, and which words carry no meaning for 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # A sentence ends at . ! ? before a capital (with or without the space: extracted text often
 # loses it, "disabilities.A line scan"), at a blank line, or before a bullet.
 _ABBREVIATIONS = "".join(rf"(?<!\b{re.escape(a)})" for a in (
     "Dr.", "Mr.", "Mrs.", "Ms.", "Prof.", "St.", "vs.", "Fig.", "No.", "e.g.", "i.e.", "al.", "approx.", "cf."))
+# Each alternative starts with a test that fails fast at most positions (after . ! ?, or a
+# newline), the abbreviations' fourteen look-behinds only after punctuation: the same matches as
+# testing them first at every position, about ten times faster (highlighting splits every hit).
 SENTENCE_END = re.compile(
-    _ABBREVIATIONS + r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
-    r"|(?<=[a-z0-9)\]][.!?])(?=[A-Z])"
-    r"|\n\s*\n|\n(?=\s*[-*\u2022]\s)"
+    r"(?<=[.!?])(?:" + _ABBREVIATIONS + r"[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
+    r"|(?<=[a-z0-9)\]][.!?])(?=[A-Z]))"
+    r"|\n(?:\s*\n|(?=\s*[-*\u2022]\s))"
 )
 
 # Function words: they neither make a passage relevant nor a sentence an answer.
@@ -28,8 +32,21 @@ STOP_WORDS = frozenset(
 def sentences(text: str) -> list[str]:
     """The sentences of `text` in order, each with its runs of whitespace collapsed to one space;
     empty ones are left out."""
-    pieces = (" ".join(raw.split()) for raw in SENTENCE_END.split(text))
-    return [piece for piece in pieces if piece]
+    return list(sentences_lazily(text))
+
+
+def sentences_lazily(text: str) -> Iterator[str]:
+    """`sentences(text)`, each found when asked for: a caller that needs the first few does not
+    split the rest."""
+    position = 0
+    for end in SENTENCE_END.finditer(text):
+        piece = " ".join(text[position:end.start()].split())
+        if piece:
+            yield piece
+        position = end.end()
+    piece = " ".join(text[position:].split())
+    if piece:
+        yield piece
 
 
 # --- Units: sentences, headings and list items, with where they are in the text ----------------

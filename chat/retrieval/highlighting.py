@@ -6,7 +6,7 @@ import functools
 import html
 import re
 
-from chat.text import STOP_WORDS, sentences
+from chat.text import STOP_WORDS, sentences_lazily
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ed", "es", "ly", "s")
@@ -33,16 +33,23 @@ def highlight(text: str, query: str | frozenset[str], *, max_sentences: int = 3)
     match by meaning) gives its first sentence, unmarked. Safe to insert as HTML. `query` may be
     the terms from `query_terms`, to split a query once for many passages."""
     terms = query if isinstance(query, frozenset) else query_terms(query)
-    passage = sentences(text)
+    # A word is marked when its stem is a term, and a stem starts its (lower-cased) word: a
+    # passage that holds no term anywhere needs only its first sentence split off.
+    lowered = text.lower()
+    maybe = bool(terms) and any(term in lowered for term in terms)
     picked: list[str] = []
-    for sentence in passage:
-        words = _WORD.findall(sentence)
-        if terms and any(_stem(word) in terms for word in words):
+    first: str | None = None
+    for sentence in sentences_lazily(text):
+        if first is None:
+            first = sentence
+        if not maybe:
+            break
+        if any(_stem(word) in terms for word in _WORD.findall(sentence)):
             picked.append(_mark(sentence, terms))
             if len(picked) == max_sentences:
                 break
-    if not picked and passage:
-        picked.append(html.escape(passage[0]))
+    if not picked and first is not None:
+        picked.append(html.escape(first))
     return " … ".join(picked)
 
 

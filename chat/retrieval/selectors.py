@@ -20,7 +20,7 @@ from chat.retrieval.answerability import (
 )
 from chat.retrieval.highlighting import highlight, query_terms
 from chat.retrieval.query_embedding import query_vector
-from chat.retrieval.ranking import Fusion, apply_feedback, default_fusion, fuse
+from chat.retrieval.ranking import Fusion, apply_feedback, default_fusion, feedback_moves, fuse
 from config.exceptions import ApplicationError
 from feedback.profiles import unit_vector
 from ingestion.search_index import AccessFilter, SearchHit, search_index
@@ -94,7 +94,9 @@ def retrieval_run(query: str, *, access: AccessFilter, k: int = 10, mode: Mode =
         elif mode == "knn":
             hits = [replace(h, ranks={"knn": rank}) for rank, h in enumerate(semantic, start=1)]
         else:
-            hits = fuse({"bm25": bm25_hits, "knn": semantic}, fusion=fusion)
+            lists = {"bm25": bm25_hits, "knn": semantic}
+            # Without a chunk the boost could move, only the k that are kept are built.
+            hits = fuse(lists, fusion=fusion, limit=None if feedback_moves(lists, fusion) else k)
     question = None
     if fusion.context_weight and any(hit.feedback_profile for hit in hits):
         question = unit_vector(vector if vector is not None else query_vector(query))
@@ -178,14 +180,23 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
     from ingestion.selectors import access_for_user, sources_visible_to
 
     access = access_for_user(user)
+    names: dict[int, str] | None = None
     if source_id is not None:
-        if not sources_visible_to(user).filter(pk=source_id).exists():
+        # One query for the source's name and whether it exists: access_for_user has just read
+        # the ids of the sources a non-staff user may see (staff: any source that exists).
+        names = dict(Source.objects.filter(pk=source_id).values_list("pk", "name"))
+        if access.everything:
+            visible = bool(names) and (access.source_ids is None or source_id in access.source_ids)
+        else:
+            visible = bool(names) and sources_visible_to(user).filter(pk=source_id).exists()
+        if not visible:
             raise SourceNotVisible(
                 f"No source {source_id} among the sources you may see; list them at /api/sources/.")
         access = access.narrowed((source_id,))
     found = retrieval_run(query, access=access, k=k, mode=mode)
     terms = query_terms(query)
-    names = dict(Source.objects.filter(pk__in={hit.source_id for hit in found.hits}).values_list("pk", "name"))
+    if names is None:
+        names = dict(Source.objects.filter(pk__in={hit.source_id for hit in found.hits}).values_list("pk", "name"))
     threshold = relevance_threshold()
     return [
         SearchResult(

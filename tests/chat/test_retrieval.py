@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 
 from chat.retrieval import MODES, Fusion, apply_feedback, default_fusion, fuse, highlight, retrieve
+from chat.retrieval.ranking import feedback_moves
 from feedback.profiles import QuestionProfile
 from ingestion.models import Document
 from ingestion.search_index import AccessFilter, SearchHit, search_index
@@ -61,6 +62,36 @@ def test_fusion_does_not_touch_the_engine_hits():
     assert original["bm25"][0].score == 12.0 and original["bm25"][0].ranks == {}
 
 
+@pytest.mark.parametrize("method", ["convex", "rrf"])
+def test_fusion_cut_at_a_limit_is_the_head_of_the_whole_list(method):
+    """`limit` builds only the hits kept: the same chunks, scores and ranks, in the same order,
+    as the first `limit` of the whole fused list (ties included: many equal BM25 scores)."""
+    rng = np.random.default_rng(7)
+    ids = [f"c{n}" for n in range(60)]
+    bm25 = [hit(i, float(s)) for i, s in zip(rng.permutation(ids)[:40], sorted(rng.integers(1, 6, 40))[::-1],
+                                             strict=True)]
+    knn = [hit(i, float(s)) for i, s in zip(rng.permutation(ids)[:40], sorted(rng.random(40))[::-1], strict=True)]
+    fusion = Fusion(method=method)
+    whole = fuse({"bm25": bm25, "knn": knn}, fusion=fusion)
+    for limit in (1, 10, 59, 200):
+        head = fuse({"bm25": bm25, "knn": knn}, fusion=fusion, limit=limit)
+        assert [(h.chunk_id, h.score, h.ranks) for h in head] == [(h.chunk_id, h.score, h.ranks)
+                                                                  for h in whole[:limit]]
+    assert len({h.chunk_id for h in whole}) == len(whole) == len({h.chunk_id for h in bm25 + knn})
+
+
+def test_feedback_moves_only_where_a_candidate_has_votes_and_the_boost_is_on():
+    quiet = lists()
+    assert not feedback_moves(quiet, Fusion(feedback_weight=0.5, context_weight=3.0))
+    voted = lists()
+    voted["knn"][2].feedback = -0.4
+    assert feedback_moves(voted, Fusion(feedback_weight=0.5))
+    assert not feedback_moves(voted, Fusion(feedback_weight=0.0, context_weight=0.0))
+    profiled = lists()
+    profiled["bm25"][1].feedback_profile = b"x"
+    assert feedback_moves(profiled, Fusion(feedback_weight=0.0, context_weight=1.0))
+
+
 def test_fusion_parameters_are_checked_and_read_from_settings():
     with pytest.raises(ValueError, match="Unknown fusion 'borda'"):
         Fusion(method="borda")
@@ -111,6 +142,25 @@ def test_highlight_marks_query_terms_in_escaped_sentences():
     # No query word in the passage (a match by meaning): its first sentence, unmarked.
     assert highlight(text, "feline naps") == "Cats sleep a lot."
     assert highlight("<script>x</script>", "zebra") == "&lt;script&gt;x&lt;/script&gt;"
+
+
+def test_sentence_ends_are_those_of_the_plain_form_of_the_rule():
+    """SENTENCE_END tests its cheap conditions first (a speed-up for highlighting); the matches
+    must be those of the rule as first written, abbreviations' look-behinds first, on random text
+    made of the characters and words the rule looks at."""
+    import random
+    import re
+
+    from chat.text import _ABBREVIATIONS, SENTENCE_END
+
+    plain = re.compile(_ABBREVIATIONS + r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])"
+                       r"|(?<=[a-z0-9)\]][.!?])(?=[A-Z])|\n\s*\n|\n(?=\s*[-*\u2022]\s)")
+    pieces = [*"aZ0.!? \n\t\"')][(-*\u2022", "Dr.", "e.g.", "i.e.", "al.", "Fig.", "cf.", "No.", " The", "x. A"]
+    rng = random.Random(17)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
+    for text in texts:
+        assert [m.span() for m in SENTENCE_END.finditer(text)] == [m.span() for m in plain.finditer(text)], text
+    assert sum(bool(SENTENCE_END.search(text)) for text in texts) > 5000  # the texts do end sentences
 
 
 def test_unknown_mode_is_refused():

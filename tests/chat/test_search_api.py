@@ -65,6 +65,19 @@ def test_a_source_the_caller_may_not_see_is_not_found():
 
 
 @pytest.mark.django_db
+def test_a_source_is_searched_for_those_who_may_see_it():
+    group = GroupFactory(name="legal")
+    restricted = SourceFactory(public=False)
+    restricted.groups.add(group)
+    member, staff = UserFactory(), UserFactory(is_staff=True)
+    member.groups.add(group)
+    for user in (member, staff):
+        response = client_for(user).get(URL, {"q": "contract", "source": restricted.pk, "mode": "bm25"})
+        assert response.status_code == 200, (user, response.content)
+    assert client_for(staff).get(URL, {"q": "contract", "source": restricted.pk + 1000}).status_code == 404
+
+
+@pytest.mark.django_db
 def test_it_is_throttled_per_user():
     client = client_for(UserFactory())
     with override_settings(REST_FRAMEWORK={**_rest_framework(), "DEFAULT_THROTTLE_RATES": {
