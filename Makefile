@@ -13,8 +13,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# llama-cpp-python compiles llama.cpp when it installs: for any x86-64 CPU with AVX2
+# (GGML_NATIVE=OFF), not for the build machine's own instructions. A native build on a CPU that
+# advertises AMX used its tile instructions, which the virtual machine did not run (SIGILL in
+# libggml-cpu at the first answer); and pip's wheel cache would hand a wheel built natively on
+# one machine to another, so this one install skips the cache.
+LLM_INSTALL = CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet --no-cache-dir -r requirements-llm.txt
+
 # Reinstall only when a requirements file changes.
 $(VENV)/.installed-dev: $(BIN)/python requirements.txt requirements-dev.txt requirements-llm.txt
+	$(LLM_INSTALL)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -22,9 +30,9 @@ $(VENV)/.installed: $(BIN)/python requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-# The local model server (llama-cpp-python compiles llama.cpp once; pip caches the wheel).
+# The local model server (llama-cpp-python compiles llama.cpp: see LLM_INSTALL).
 $(VENV)/.installed-llm: $(BIN)/python requirements-llm.txt
-	$(BIN)/pip install --quiet -r requirements-llm.txt
+	$(LLM_INSTALL)
 	touch $@
 
 # The settings read the key from FRESHET_VAR_DIR/secret_key (default var/) when DJANGO_SECRET_KEY
