@@ -2,14 +2,15 @@
 
 Every value has a working default for the embedded single-machine setup, except secrets when
 DEBUG is off. See platform/env.example for the full list. Each section is written once; a
-malformed value stops start-up with a SettingsError naming the variable.
+malformed value stops start-up with a SettingsError naming the variable. The sections that
+stand alone live in modules of their own, imported here: settings_sources (uploads, outbound
+requests, connectors, web fetching), settings_api (REST API), settings_chat (the language
+model, chat, feedback), settings_events (event intake and sinks).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -304,18 +305,7 @@ SEARCH_INDEX_MEMORY_KNN_ROWS = env_int("SEARCH_INDEX_MEMORY_KNN_ROWS", 100_000, 
 # And BM25 from an inverted index of the same snapshot (lancedb_bm25.py; ~2 KB a row); off: LanceDB's.
 SEARCH_INDEX_MEMORY_BM25 = env_bool("SEARCH_INDEX_MEMORY_BM25", True)
 
-# --- Ingestion ------------------------------------------------------------------------------
-# https://docs.djangoproject.com/en/5.2/ref/settings/#file-upload-max-memory-size
-CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 200, minimum=16)
-CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 32, minimum=0)
-MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1)
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-UPLOAD_ALLOWED_TYPES = env_list("UPLOAD_ALLOWED_TYPES", [
-    "text/plain", "text/markdown", "text/html", "application/pdf",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-])
-BULK_UPLOAD_MAX_FILES = env_int("BULK_UPLOAD_MAX_FILES", 20, minimum=1)
-MAX_BULK_UPLOAD_BYTES = env_int("MAX_BULK_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1)
+from config.settings_sources import *  # noqa: E402,F403 (uploads, outbound, connectors, web)
 
 # --- Reliability: parser limits, redeliveries (ingestion/parse_limits.py, events/tasks.py) -----
 # https://docs.python.org/3/library/resource.html#resource.RLIMIT_AS
@@ -338,158 +328,9 @@ PARSE_MAX_ARCHIVE_MEMBERS = env_int("PARSE_MAX_ARCHIVE_MEMBERS", 5000, minimum=1
 EVENT_REDELIVERY_MAX = env_int("EVENT_REDELIVERY_MAX", 3, minimum=1)
 
 
-# --- Outbound requests (config/outbound.py) --------------------------------------------------
-# Connectors, sinks and re-fetches never reach link-local or metadata addresses; loopback and
-# private addresses only inside these networks (empty: public addresses only).
-OUTBOUND_PRIVATE_NETWORKS = env_list(
-    "OUTBOUND_PRIVATE_NETWORKS",
-    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
-)
-for _network in OUTBOUND_PRIVATE_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise SettingsError(f"OUTBOUND_PRIVATE_NETWORKS: {_network!r} is not a network (like 10.0.0.0/8).") from None
-OUTBOUND_USER_AGENT = env_str("OUTBOUND_USER_AGENT", "Freshet/1.0 (+https://github.com/freshet)")
-
-# --- Connectors (ingestion/connectors/) ------------------------------------------------------
-# How syncs run (sync.py): each source has at most SYNC_ITEMS_IN_FLIGHT items being fetched, in
-# tasks of SYNC_CHUNK_ITEMS on the `sync` queue, so a big source never holds up a small one. A
-# running sync with no progress for SYNC_STALE_SECONDS lost its worker; the next request fails it.
-# Folder sources may only read below FOLDER_SOURCE_ROOTS; the watcher (manage.py watch_folders)
-# waits FOLDER_WATCH_DEBOUNCE_MS for a burst of changes to settle and runs a full sync of every
-# folder source every FOLDER_RESYNC_SECONDS as the safety net for what a watcher can miss.
-# https://watchfiles.helpmanual.io/api/watch/  https://django-celery-beat.readthedocs.io/
-SYNC_ITEMS_IN_FLIGHT = env_int("SYNC_ITEMS_IN_FLIGHT", 16, minimum=1)
-SYNC_CHUNK_ITEMS = env_int("SYNC_CHUNK_ITEMS", 8, minimum=1)
-SYNC_ITEM_RETRIES = env_int("SYNC_ITEM_RETRIES", 2, minimum=0)
-SYNC_STALE_SECONDS = env_int("SYNC_STALE_SECONDS", 900, minimum=10)
-FOLDER_SOURCE_ROOTS = env_list("FOLDER_SOURCE_ROOTS", [str(Path.home()), "/srv", tempfile.gettempdir()])
-FOLDER_WATCH_DEBOUNCE_MS = env_int("FOLDER_WATCH_DEBOUNCE_MS", 100, minimum=0)
-FOLDER_RESYNC_SECONDS = env_int("FOLDER_RESYNC_SECONDS", 3600, minimum=0)  # 0: no periodic full sync
-
-# --- Web fetching (ingestion/connectors/http.py: url, sitemap, feed, re-fetches) ------------
-# https://www.python-httpx.org/advanced/timeouts/  https://www.rfc-editor.org/rfc/rfc9309
-# Per host, across every process (Redis): at most WEB_HOST_CONCURRENCY requests at once and
-# WEB_HOST_DELAY seconds between two starts (robots.txt's Crawl-delay raises it, up to
-# WEB_CRAWL_DELAY_MAX). WEB_TIMEOUT bounds one response, body included (a slow body fails);
-# 429/5xx are tried WEB_RETRIES more times with backoff, honouring Retry-After, waiting at most
-# WEB_RETRY_WAIT_MAX seconds in all. robots.txt is kept WEB_ROBOTS_CACHE_SECONDS per host.
-WEB_CONNECT_TIMEOUT = env_float("WEB_CONNECT_TIMEOUT", 5.0)
-WEB_TIMEOUT = env_float("WEB_TIMEOUT", 30.0)
-WEB_MAX_BYTES = env_int("WEB_MAX_BYTES", 25 * 1024 * 1024, minimum=1)
-WEB_MAX_REDIRECTS = env_int("WEB_MAX_REDIRECTS", 5, minimum=0)
-WEB_RETRIES = env_int("WEB_RETRIES", 2, minimum=0)
-WEB_RETRY_WAIT_MAX = env_float("WEB_RETRY_WAIT_MAX", 30.0)
-WEB_HOST_CONCURRENCY = env_int("WEB_HOST_CONCURRENCY", 4, minimum=1)
-WEB_HOST_DELAY = env_float("WEB_HOST_DELAY", 0.25)
-WEB_CRAWL_DELAY_MAX = env_float("WEB_CRAWL_DELAY_MAX", 10.0)
-WEB_ROBOTS_CACHE_SECONDS = env_int("WEB_ROBOTS_CACHE_SECONDS", 3600, minimum=0)
-for _name in ("WEB_CONNECT_TIMEOUT", "WEB_TIMEOUT", "WEB_RETRY_WAIT_MAX", "WEB_HOST_DELAY", "WEB_CRAWL_DELAY_MAX"):
-    if globals()[_name] < 0 or (_name.endswith("TIMEOUT") and globals()[_name] == 0):
-        raise SettingsError(f"{_name}={globals()[_name]:g} must be positive.")
-
-# --- REST API -------------------------------------------------------------------------------
-# https://www.django-rest-framework.org/api-guide/settings/
-def _throttle_rate(name: str, default: str) -> str:
-    """A DRF rate such as 120/min (s, min, hour, day); a malformed one stops start-up."""
-    value = env_str(name, default).strip()
-    number, _, period = value.partition("/")
-    if not number.isdigit() or int(number) < 1 or not period or period[0] not in "smhd":
-        raise SettingsError(f"{name}={value!r} is not a rate like 120/min (per s, min, hour or day).")
-    return value
-
-
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.authentication.TokenAuthentication",  # DRF's, the token read by one prepared statement
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
-    # A view opts in by naming its scope (throttle_scope = "uploads" / "search" / "chat" /
-    # "feedback"); rates are per user and read at request time. Counters live in the default
-    # cache (per process unless a shared CACHES backend is configured).
-    "DEFAULT_THROTTLE_CLASSES": ["ingestion.throttles.UserScopedRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {
-        "uploads": _throttle_rate("THROTTLE_UPLOADS", "120/min"),
-        "search": _throttle_rate("THROTTLE_SEARCH", "60/min"),
-        "chat": _throttle_rate("THROTTLE_CHAT", "30/min"),
-        "feedback": _throttle_rate("THROTTLE_FEEDBACK", "120/min"),
-    },
-    # Every error is JSON with a `detail` a person can act on.
-    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
-}
-# https://drf-spectacular.readthedocs.io/en/latest/settings.html
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Freshet API",
-    "DESCRIPTION": "Keep an LLM's index in step with your sources, and ask it questions.",
-    "VERSION": "0.1.0",
-    # Swagger UI's assets are served from this server (drf-spectacular-sidecar): no CDN needed.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-    "COMPONENT_SPLIT_REQUEST": True,
-}
-
-# --- Generation -----------------------------------------------------------------------------
-# https://huggingface.co/docs/huggingface_hub/package_reference/inference_client
-# Any chat-completion server (TGI, vLLM, llama.cpp, Ollama, Inference Providers); empty for
-# extractive answers.
-LLM_BASE_URL = env_str("LLM_BASE_URL", "")
-LLM_MODEL = env_str("LLM_MODEL", "")
-if LLM_BASE_URL and not LLM_MODEL:
-    raise SettingsError("LLM_MODEL is required when LLM_BASE_URL is set (the model name the server serves).")
-HF_TOKEN = env_str("HF_TOKEN", "")
-LLM_TIMEOUT = env_float("LLM_TIMEOUT", 30.0)  # seconds to connect, and to wait for each streamed token
-LLM_TOTAL_TIMEOUT = env_float("LLM_TOTAL_TIMEOUT", 180.0)  # seconds for a whole answer
-LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 384, minimum=16)  # tokens the model may write
-LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 2048, minimum=256)  # the server's context window
-LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.1)
-
-# --- Chat -----------------------------------------------------------------------------------
-# https://docs.djangoproject.com/en/5.2/ref/settings/#login-url
-LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "/chat/"
-LOGOUT_REDIRECT_URL = "login"
-CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # anonymous chat, public sources only
-CHAT_MAX_QUESTION_CHARS = env_int("CHAT_MAX_QUESTION_CHARS", 2000, minimum=1)
-CHAT_MAX_MESSAGE_BYTES = env_int("CHAT_MAX_MESSAGE_BYTES", 16 * 1024, minimum=256)  # one websocket frame
-CHAT_PASSAGES = env_int("CHAT_PASSAGES", 5, minimum=1)  # retrieved passages given to the answer
-CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 3, minimum=0)  # earlier turns sent to the model
-CHAT_EXTRACTIVE_SENTENCES = env_int("CHAT_EXTRACTIVE_SENTENCES", 3, minimum=1)
-# Abstention (chat/retrieval/answerability.py): a passage whose calibrated relevance is below this
-# is no evidence of an answer; with none above it the chat says the sources do not say, and the
-# search API marks results `relevant: false`. Chosen on SciFact train (benchmarks/answerability.py).
-CHAT_RELEVANCE_THRESHOLD = env_float("CHAT_RELEVANCE_THRESHOLD", 0.047)
-CHAT_MIN_COSINE = env_float("CHAT_MIN_COSINE", 0.382)  # best question-passage cosine below it: off-topic
-if not 0.0 <= CHAT_RELEVANCE_THRESHOLD <= 1.0:
-    raise SettingsError(f"CHAT_RELEVANCE_THRESHOLD is a probability: 0..1, not {CHAT_RELEVANCE_THRESHOLD}.")
-CHAT_RELATED_PASSAGES = env_int("CHAT_RELATED_PASSAGES", 3, minimum=0)  # "possibly related" when abstaining
-
-# --- Feedback (feedback/) ---------------------------------------------------------------------
-# How votes become each chunk's feedback score in the search index (a smoothed, decaying score in
-# (-1, 1)) and what the feedback consumer may do; defaults chosen on SciFact's train split (README,
-# "Feedback"). Retrieval's boost for that score is SEARCH_FEEDBACK_WEIGHT above.
-FEEDBACK_PRIOR = env_float("FEEDBACK_PRIOR", 1.0)  # pseudo-votes at 0: one vote moves a chunk 1/(1+prior)
-if FEEDBACK_PRIOR <= 0:
-    raise SettingsError("FEEDBACK_PRIOR must be above 0 (it is what keeps one vote from burying a chunk).")
-FEEDBACK_DOWN_WEIGHT = env_float("FEEDBACK_DOWN_WEIGHT", 0.5)  # a thumbs-down's weight beside a thumbs-up's
-if not 0 <= FEEDBACK_DOWN_WEIGHT <= 1:
-    raise SettingsError("FEEDBACK_DOWN_WEIGHT must be between 0 and 1.")
-FEEDBACK_HALF_LIFE_DAYS = env_float("FEEDBACK_HALF_LIFE_DAYS", 90.0)  # a vote's weight halves every N days
-if FEEDBACK_HALF_LIFE_DAYS <= 0:
-    raise SettingsError("FEEDBACK_HALF_LIFE_DAYS must be above 0.")
-FEEDBACK_FLUSH_SECONDS = env_float("FEEDBACK_FLUSH_SECONDS", 0.5)  # votes in one window: one index write
-if FEEDBACK_FLUSH_SECONDS < 0:
-    raise SettingsError("FEEDBACK_FLUSH_SECONDS must not be negative.")
-FEEDBACK_USER_VOTES_PER_HOUR = env_int("FEEDBACK_USER_VOTES_PER_HOUR", 60, minimum=1)  # more are kept, not counted
-FEEDBACK_INCOMPLETE_USERS = env_int("FEEDBACK_INCOMPLETE_USERS", 3, minimum=1)  # users saying "incomplete"
-FEEDBACK_REFETCH_COOLDOWN_SECONDS = env_int("FEEDBACK_REFETCH_COOLDOWN_SECONDS", 600, minimum=0)
-FEEDBACK_REFETCH_TIMEOUT = env_float("FEEDBACK_REFETCH_TIMEOUT", 10.0)  # seconds, per connect and per read
-FEEDBACK_REFRESH_SECONDS = env_int("FEEDBACK_REFRESH_SECONDS", 6 * 3600, minimum=60)  # re-decay every score
+from config.settings_api import *  # noqa: E402,F403 (REST_FRAMEWORK, SPECTACULAR_SETTINGS)
+from config.settings_chat import *  # noqa: E402,F403 (LLM_*, CHAT_*, FEEDBACK_*)
+from config.settings_chat import FEEDBACK_REFRESH_SECONDS  # noqa: E402 (the beat schedule below)
 
 # --- Operations: /dashboard/, /metrics (dashboard/) --------------------------------------------
 # https://prometheus.github.io/client_python/multiprocess/
@@ -537,31 +378,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- Event intake and sinks (events/intake/, events/sinks/) ---------------------------------
-# https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md
-# https://www.standardwebhooks.com/ and https://docs.celeryq.dev/en/stable/userguide/configuration.html#imports
-# POST /api/events/: the largest body taken (413 above it) and the most events in one batch.
-EVENTS_MAX_BODY_BYTES = env_int("EVENTS_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
-EVENTS_MAX_BATCH = env_int("EVENTS_MAX_BATCH", 1000, minimum=1)
-# Recorded events a source's apply task makes into document changes per transaction (short: with
-# SQLite, the intake waits for the write lock the apply holds).
-EVENTS_APPLY_BATCH = env_int("EVENTS_APPLY_BATCH", 50, minimum=1)
-# manage.py events_consume: messages each queue source's consumer holds unacknowledged, and how
-# often it looks for queue sources added, changed or deleted.
-EVENTS_CONSUME_PREFETCH = env_int("EVENTS_CONSUME_PREFETCH", 50, minimum=1)
-EVENTS_CONSUME_RELOAD_SECONDS = env_float("EVENTS_CONSUME_RELOAD_SECONDS", 10.0)
-# Sinks: seconds per request; attempts in all (the first and its retries); the backoff's first
-# step and cap (x4 an attempt, jittered: seconds, then minutes, then hours); waits up to
-# SINK_COUNTDOWN_MAX_SECONDS are Celery countdowns, longer ones wait for the sweep.
-SINK_TIMEOUT = env_float("SINK_TIMEOUT", 15.0)
-SINK_RETRY_ATTEMPTS = env_int("SINK_RETRY_ATTEMPTS", 8, minimum=1)
-SINK_RETRY_BASE_SECONDS = env_float("SINK_RETRY_BASE_SECONDS", 5.0)
-SINK_RETRY_MAX_DELAY_SECONDS = env_float("SINK_RETRY_MAX_DELAY_SECONDS", 6 * 3600.0)
-SINK_COUNTDOWN_MAX_SECONDS = env_float("SINK_COUNTDOWN_MAX_SECONDS", 900.0)
-SINK_SWEEP_SECONDS = env_int("SINK_SWEEP_SECONDS", 30, minimum=5)
-if not (SINK_TIMEOUT > 0 and SINK_RETRY_BASE_SECONDS > 0 and SINK_RETRY_MAX_DELAY_SECONDS >= SINK_RETRY_BASE_SECONDS):
-    raise SettingsError("SINK_TIMEOUT and SINK_RETRY_BASE_SECONDS must be above 0, SINK_RETRY_MAX_DELAY_SECONDS "
-                        "at least SINK_RETRY_BASE_SECONDS.")
+from config.settings_events import *  # noqa: E402,F403 (EVENTS_*, SINK_*)
+from config.settings_events import SINK_COUNTDOWN_MAX_SECONDS, SINK_SWEEP_SECONDS  # noqa: E402
+
 if not 0 <= SINK_COUNTDOWN_MAX_SECONDS < CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
     raise SettingsError("SINK_COUNTDOWN_MAX_SECONDS must be below CELERY_VISIBILITY_TIMEOUT (a longer countdown "
                         "is delivered twice).")
