@@ -344,13 +344,8 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         return self._hits(rows, lambda row: 1.0 - float(row["_distance"]))
 
     def chunk_versions(self, *, document_id: int | None = None) -> dict[str, int]:
-        table = self._open()
-        if table is None:
-            return {}
-        query = table.search()
-        if document_id is not None:
-            query = query.where(f"document_id = {int(document_id)}")
-        rows = query.select(["id", "version"]).limit(None).to_list()
+        rows = self._listed(["id", "version"],
+                            where=None if document_id is None else f"document_id = {int(document_id)}")
         return {row["id"]: row["version"] for row in rows}
 
     def get_chunks(self, ids: list[str]) -> dict[str, ChunkRecord]:

@@ -25,14 +25,19 @@ POINTER = "generation.json"
 
 
 class LanceDBGenerations:
-    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
+    def _listed(self, columns: list[str], *, where: str | None = None) -> list[dict]:
+        """Every row of the serving table (those matching `where`), with these columns only."""
         table = self._open()
         if table is None:
-            return {}
+            return []
         query = table.search()
-        if source_id is not None:
-            query = query.where(f"source_id = {int(source_id)}")
-        rows = query.select(["id", "document_id", "source_id", "version"]).limit(None).to_list()
+        if where is not None:
+            query = query.where(where)
+        return query.select(columns).limit(None).to_list()
+
+    def chunks_listed(self, *, source_id: int | None = None) -> dict[str, HeldChunk]:
+        rows = self._listed(["id", "document_id", "source_id", "version"],
+                            where=None if source_id is None else f"source_id = {int(source_id)}")
         return {row["id"]: HeldChunk(int(row["document_id"]), int(row["source_id"]), int(row["version"]))
                 for row in rows}
 
