@@ -177,7 +177,7 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
     """`retrieve` under `user`'s access, optionally narrowed to one source they may see, with
     source names and highlighted passages. SourceNotVisible if `source_id` is not theirs to see."""
     from ingestion.models import Source
-    from ingestion.selectors import access_for_user, sources_visible_to
+    from ingestion.selectors import access_for_user
 
     access = access_for_user(user)
     names: dict[int, str] | None = None
@@ -185,11 +185,7 @@ def search_for_user(*, user, query: str, k: int = 10, mode: Mode = "hybrid",
         # One query for the source's name and whether it exists: access_for_user has just read
         # the ids of the sources a non-staff user may see (staff: any source that exists).
         names = dict(Source.objects.filter(pk=source_id).values_list("pk", "name"))
-        if access.everything:
-            visible = bool(names) and (access.source_ids is None or source_id in access.source_ids)
-        else:
-            visible = bool(names) and sources_visible_to(user).filter(pk=source_id).exists()
-        if not visible:
+        if not names or (access.source_ids is not None and source_id not in access.source_ids):
             raise SourceNotVisible(
                 f"No source {source_id} among the sources you may see; list them at /api/sources/.")
         access = access.narrowed((source_id,))
