@@ -329,6 +329,7 @@ EVENT_REDELIVERY_MAX = env_int("EVENT_REDELIVERY_MAX", 3, minimum=1)
 
 
 from config.settings_api import *  # noqa: E402,F403 (REST_FRAMEWORK, SPECTACULAR_SETTINGS)
+from config.settings_api import _throttle_rate  # noqa: E402,F401 (the rate check, tested through here)
 from config.settings_chat import *  # noqa: E402,F403 (LLM_*, CHAT_*, FEEDBACK_*)
 from config.settings_chat import FEEDBACK_REFRESH_SECONDS  # noqa: E402 (the beat schedule below)
 
