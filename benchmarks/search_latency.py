@@ -69,11 +69,20 @@ def prepare_local(dataset: Path, source_id: int | None = None) -> tuple[str, int
     return token.key, source.pk
 
 
-def start_daphne(port: int, log: Path) -> subprocess.Popen:
+SERVERS = {
+    # Each as it would serve the platform: access log on (to the log file here).
+    "daphne": lambda port: ["daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+    "uvicorn": lambda port: ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+                             "--http", "httptools", "--ws", "websockets", "config.asgi:application"],
+}
+
+
+def start_server(server: str, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "THROTTLE_SEARCH": "1000000/min", "DJANGO_SETTINGS_MODULE": "config.settings"}
     handle = open(log, "w")
+    command = SERVERS[server](port)
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [str(Path(sys.executable).parent / command[0]), *command[1:]],
         cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -83,7 +92,7 @@ def start_daphne(port: int, log: Path) -> subprocess.Popen:
                 return process
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"daphne did not start; see {log}") from None
+                raise SystemExit(f"{server} did not start; see {log}") from None
             time.sleep(0.2)
 
 
@@ -131,7 +140,9 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="A running Freshet (default: start daphne here).")
+    parser.add_argument("--url", help="A running Freshet (default: start --server here).")
+    parser.add_argument("--server", default="daphne", choices=sorted(SERVERS),
+                        help="The ASGI server to start (default daphne, as `make run`).")
     parser.add_argument("--token", help="API token for --url.")
     parser.add_argument("--source", type=int, help="Narrow searches to this source id (default: the eval source).")
     parser.add_argument("--dataset", type=Path, default=Path("/work/shared/datasets/scifact"))
@@ -153,8 +164,8 @@ def main() -> None:
     else:
         token, source = prepare_local(args.dataset, args.source)
         port = free_port()
-        log = Path(os.environ.get("FRESHET_VAR_DIR", ROOT / "var")) / "search-latency-daphne.log"
-        process = start_daphne(port, log)
+        log = Path(os.environ.get("FRESHET_VAR_DIR", ROOT / "var")) / f"search-latency-{args.server}.log"
+        process = start_server(args.server, port, log)
         url = f"http://127.0.0.1:{port}"
     base = urllib.parse.urlsplit(url)
 

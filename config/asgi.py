@@ -8,6 +8,10 @@ from config.asgi_handler import asgi_application  # noqa: E402
 
 django_asgi_app = asgi_application()
 
+from ingestion.embedding import serving_process  # noqa: E402
+
+serving_process()  # before the model loads (EMBEDDING_WEB_THREADS)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -61,3 +61,25 @@ def test_a_table_over_the_limit_is_left_to_lancedb(tmp_path) -> None:
 
     assert len(index.knn(vector(5), k=2, access=AccessFilter.staff())) == 2
     assert index._memory_knn._held is None
+
+
+def test_every_filter_in_turn_on_one_snapshot_and_after_a_write(pair) -> None:
+    """The masks a snapshot keeps per filter (Snapshot.allowed) are each filter's own, and a
+    write (a new version: rows public now) is searched under masks worked out again."""
+    memory, lance = pair
+    query = vector(2024)
+    for _ in range(2):  # the second pass answers from the kept masks
+        for access in ACCESSES:
+            assert ids(memory.knn(query, k=9, access=access)) == ids(lance.knn(query, k=9, access=access)), access
+            # every visible row holds "text", with tied scores: the same rows, in either order
+            assert sorted(ids(memory.bm25("text", k=500, access=access))) == \
+                   sorted(ids(lance.bm25("text", k=500, access=access))), access
+    held = memory._memory_knn._held
+    assert held is not None and len(held.masks) == len(ACCESSES)
+    assert all(mask is None or not mask.flags.writeable for mask in held.masks.values())
+
+    upsert(lance, 7, 2, [chunk(7, 0, "text made public", version=2, source_id=2, public=True, vec=query)])
+    for access in ACCESSES:
+        assert ids(memory.knn(query, k=9, access=access)) == ids(lance.knn(query, k=9, access=access)), access
+    assert memory._memory_knn._held is not held
+    assert "7-0" in ids(memory.knn(query, k=1, access=AccessFilter()))  # public now: anyone sees it
