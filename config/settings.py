@@ -285,9 +285,9 @@ EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
 # CPU threads per process for the model; 0: a worker's pool processes share the cores, a web
 # process uses EMBEDDING_WEB_THREADS, any other process them all (ingestion.embedding.embedding_threads).
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
-# A web process embeds short queries, many at once: one thread a forward pass costs a quarter less
-# CPU than two (measured in ingestion.embedding.embedding_threads).
-EMBEDDING_WEB_THREADS = env_int("EMBEDDING_WEB_THREADS", 1, minimum=0)
+# Threads of the model in a web process; 0: every core. 1 costs a quarter less CPU a search query,
+# but a chat answer's sentence batch takes longer (ingestion.embedding.embedding_threads).
+EMBEDDING_WEB_THREADS = env_int("EMBEDDING_WEB_THREADS", 0, minimum=0)
 # Load the embedding model when a web or worker process starts (config/asgi.py,
 # config/celery_app.py), so the first question or document after a start waits for no load.
 FRESHET_WARM_UP = env_bool("FRESHET_WARM_UP", True)

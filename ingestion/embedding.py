@@ -52,7 +52,7 @@ _serving = False  # a web process: set by serving_process() (config/asgi.py)
 
 
 def serving_process() -> None:
-    """Mark this process as a web server's: its model embeds queries (EMBEDDING_WEB_THREADS)."""
+    """Mark this process as a web server's (EMBEDDING_WEB_THREADS)."""
     global _serving
     _serving = True
 
@@ -61,10 +61,13 @@ def embedding_threads() -> int:
     """Threads the model may use in this process: EMBEDDING_THREADS if set; in a Celery worker's
     pool process, the cores divided among the pool's processes (two processes with a thread per
     core each would fight over the cores: more work for the same result); in a web process
-    EMBEDDING_WEB_THREADS (one: a query is a few dozen tokens, and concurrent requests, not the
-    threads of one forward pass, keep the cores busy; one thread cost 10.3 ms of CPU a query
-    against 13.3 ms for two here, 20 against 28 ms for a batch of four); otherwise 0, the
-    runtime's own choice (every core)."""
+    EMBEDDING_WEB_THREADS; otherwise 0, the runtime's own choice (every core).
+
+    A web process embeds search queries (a few dozen tokens) and, for an extractive chat answer,
+    the question with its candidate sentences. On two cores one thread cost 10.3 ms of CPU a
+    query against 13.3 ms for two, 20 against 28 ms for a batch of four, but the chat's first
+    token p95 went from 123–127 to 173–177 ms (its sentence batches waited longer): so the default
+    stays 0, and a deployment that mostly searches may set 1."""
     if settings.EMBEDDING_THREADS:
         return settings.EMBEDDING_THREADS
     processes = worker_processes()
