@@ -1,12 +1,44 @@
 """The Celery app. Queues are declared in settings.FRESHET_QUEUES; routing is per task call."""
 
+import logging
 import os
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 from django.conf import settings
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
+
+
+class _RedisChannel(kombu_redis.Channel):
+    def __init__(self, connection, **kwargs):
+        self._conninfo = connection.client  # connection: the channel's transport
+        super().__init__(connection, **kwargs)
+
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:
+            logger.warning("Reconnecting a collected broker channel to Redis, to acknowledge or restore the "
+                           "messages it still holds.")
+            self.connection.client = self._conninfo
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport (settings.CELERY_BROKER_TRANSPORT), with one fix. A worker that lost
+    Redis while a BRPOP was outstanding and it held unacknowledged (acks_late) messages crashed on
+    its way to reconnecting: "Unrecoverable error: AttributeError: 'NoneType' object has no
+    attribute 'hostname'", and its queues went unconsumed. Celery's consumer collects the lost
+    connection, which detaches the transport (`transport.client = None`) but leaves the channel
+    whose close the connection error cut short; the close that follows rebuilds the channel's
+    connection pool, to restore those messages, from `transport.client`. Here the channel keeps
+    its own reference, so it reaches Redis as it did before (restores, and acknowledges the tasks
+    that were running), or fails with a connection error, which kombu and Celery handle."""
+
+    Channel = _RedisChannel
+
 
 app = Celery("freshet")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -173,6 +173,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "global_keyprefix": REDIS_KEY_PREFIX,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu's Redis transport with a fix that keeps a worker alive when it loses Redis (config/celery_app.py).
+CELERY_BROKER_TRANSPORT = "config.celery_app:RedisTransport" if CELERY_BROKER_URL.startswith("redis://") else None
 FRESHET_QUEUES = ("parse", "chunk", "embed", "index", "feedback", "sync", "sinks")
 
 # https://channels.readthedocs.io/en/stable/topics/channel_layers.html

@@ -6,6 +6,7 @@ none is left pending or processing (the retries and the sweep, ingestion/pipelin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,7 +69,8 @@ class Outages:
 
     def stop(self) -> None:
         if self.worker is not None:
-            os.killpg(self.worker.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a test may have seen the worker exit
+                os.killpg(self.worker.pid, signal.SIGTERM)
             try:
                 self.worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -170,3 +172,28 @@ def test_redis_restarted_empty_during_an_ingest_of_100_documents_loses_none(outa
     assert source.documents.exclude(status=Document.Status.INDEXED).exists()  # the crash left work undone
 
     assert_indexed_once_each(outages.settled(source, timeout=STUCK_SECONDS * 8))
+
+
+def test_a_redis_restart_while_the_worker_holds_unacknowledged_tasks_keeps_it_consuming(outages, transactional_db):
+    """The worker idles on a BRPOP while it holds an acknowledged-late task (one due later), and
+    Redis restarts: it once crashed on its way to reconnecting ("Unrecoverable error:
+    AttributeError: 'NoneType' object has no attribute 'hostname'", config/celery_app.py
+    RedisTransport), and no queue was consumed again."""
+    from config.celery_app import app
+
+    def received(task_id: str) -> bool:
+        assert outages.worker.poll() is None, f"the worker exited: {outages.worker_log()[-6000:]}"
+        return f"[{task_id}] received" in outages.worker_log()
+
+    with app.connection_for_write(url=outages.redis.url) as connection:
+        held = app.send_task("ingestion.tasks.pipeline_sweep", countdown=600, queue="sync", connection=connection)
+    wait_for(lambda: received(held.id), timeout=30, message="the worker to hold a task due later")
+    time.sleep(1)  # its BRPOP outstanding again
+    outages.redis.stop(keep_data=True)
+    time.sleep(2)
+    outages.redis.start()
+
+    with app.connection_for_write(url=outages.redis.url) as connection:
+        probe = app.send_task("ingestion.tasks.pipeline_sweep", queue="sync", connection=connection)
+    wait_for(lambda: received(probe.id), timeout=90, interval=0.5, message="the worker to consume after the restart")
+    assert "Unrecoverable error" not in outages.worker_log()
