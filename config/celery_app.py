@@ -4,7 +4,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 from django.conf import settings
 from kombu.transport import redis as kombu_redis
 
@@ -74,3 +74,19 @@ def warm_up(**kwargs) -> None:
         model = embedder()
         model.encode(["warm up"])
         model.tokenizer  # noqa: B018
+
+
+@task_prerun.connect
+@task_postrun.connect
+def database_connections_checked(sender=None, **kwargs) -> None:
+    """Before and after each task, Django's own check of the process's database connections: a
+    broken one, or one older than DATABASE_CONN_MAX_AGE, is closed (a server database's 0: one
+    connection a task, as before). Celery's Django fixup would close every connection before and
+    after every task instead (settings.CELERY_DB_REUSE_MAX turns that off): with SQLite, whose
+    connections the settings keep, that was a connection opened, and its PRAGMAs run, twice a task.
+    Not for an eager task, which runs inside its caller's transaction."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -173,6 +173,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "global_keyprefix": REDIS_KEY_PREFIX,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup closes every database connection before and after each task unless this
+# is set; config/celery_app.py runs Django's close_old_connections there instead (CONN_MAX_AGE).
+CELERY_DB_REUSE_MAX = 1 << 62
 # kombu's Redis transport with a fix that keeps a worker alive when it loses Redis (config/celery_app.py).
 CELERY_BROKER_TRANSPORT = "config.celery_app:RedisTransport" if CELERY_BROKER_URL.startswith("redis://") else None
 FRESHET_QUEUES = ("parse", "chunk", "embed", "index", "feedback", "sync", "sinks")
