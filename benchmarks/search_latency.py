@@ -72,8 +72,9 @@ def prepare_local(dataset: Path, source_id: int | None = None) -> tuple[str, int
 SERVERS = {
     # Each as it would serve the platform: access log on (to the log file here).
     "daphne": lambda port: ["daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-    "uvicorn": lambda port: ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-                             "--http", "httptools", "--ws", "websockets", "config.asgi:application"],
+    # uvloop and httptools where installed (`pip install uvicorn[standard]`), else asyncio and h11.
+    "uvicorn": lambda port: ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "auto",
+                             "--http", "auto", "config.asgi:application"],
 }
 
 
