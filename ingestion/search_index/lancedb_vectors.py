@@ -22,7 +22,9 @@ import numpy as np
 from ingestion.search_index.base import HIT_FIELDS, AccessFilter, SearchHit
 from ingestion.search_index.lancedb_bm25 import TermIndex, Vocabulary, term_index
 
-MASKS_KEPT = 256  # access filters' masks a snapshot keeps (users searching within one version)
+# Access filters' masks a snapshot keeps (users searching within one version): a byte a row each,
+# 25 MB at most beside the 150 MB of vectors of a table at SEARCH_INDEX_MEMORY_KNN_ROWS (100,000).
+MASKS_KEPT = 256
 
 
 @dataclass
