@@ -314,13 +314,17 @@ class LanceDBIndex(LanceDBGenerations, SearchIndex):
         return [search_hit(row, score=score(row)) for row in rows]
 
     def bm25(self, text: str, *, k: int, access: AccessFilter) -> list[SearchHit]:
-        table = self._open()
-        if table is None or not text.strip():
+        if not text.strip():
             return []
-        searched = self._searched()
+        searched = self._searched()  # opens the table (one look at the generation pointer)
+        if searched is None:
+            return []
         snapshot = self._memory_knn.snapshot(searched, name=self._name, fresh_for=self.search_lag.total_seconds())
         if snapshot is not None and snapshot.terms is not None:
             return self._memory_knn.bm25(snapshot, text, k=k, access=access)
+        table = self._open()  # LanceDB's own search (a table over the memory limit): its indexes first
+        if table is None:
+            return []
         self._ensure_indexes(table)
         query = searched.search(text, query_type="fts", fts_columns="body")
         where = access_where(access)
